@@ -1,0 +1,18 @@
+"""Mask Scoring R-CNN for MMDetection 3.x.
+
+Importing the package checks the OpenMMLab versions, allowlists what mmengine's training
+checkpoints hold for torch's safe loading, and registers the modules (scope ``ms_rcnn``).
+"""
+from .version import __version__
+from .utils.compat import check_versions
+
+check_versions()
+
+from .utils.checkpoint import allow_mmengine_checkpoints  # noqa: E402
+
+allow_mmengine_checkpoints()
+
+from . import engine, evaluation, models  # noqa: E402,F401
+from .registry import HOOKS, METRICS, MODELS  # noqa: E402,F401
+
+__all__ = ['__version__', 'MODELS', 'METRICS', 'HOOKS']

@@ -1,0 +1,1 @@
+"""Runtime pieces (hooks) of ms_rcnn."""

@@ -1,0 +1,128 @@
+"""RoI head of Mask Scoring R-CNN: Mask R-CNN's heads plus the MaskIoU head."""
+from typing import List, Tuple
+
+import torch
+from mmdet.models.roi_heads import StandardRoIHead
+from mmdet.models.task_modules.samplers import SamplingResult
+from mmdet.models.utils import empty_instances
+from mmdet.structures import SampleList
+from mmdet.structures.bbox import bbox2roi
+from mmdet.utils import ConfigType, InstanceList
+from torch import Tensor
+
+from ..registry import MODELS
+from .mask_iou_head import select_class
+
+
+@MODELS.register_module()
+class MaskScoringRoIHead(StandardRoIHead):
+    """Standard RoI head whose masks are scored by a MaskIoU head.
+
+    `Mask Scoring R-CNN <https://arxiv.org/abs/1903.00241>`_. Training adds ``loss_mask_iou``;
+    prediction sets ``scores`` to the mask score (classification score x predicted MaskIoU),
+    and adds ``bbox_scores`` (classification score) and ``mask_ious`` (predicted MaskIoU).
+
+    Args:
+        mask_iou_head (dict): Config of the MaskIoU head.
+        **kwargs: Arguments of :class:`mmdet.models.roi_heads.StandardRoIHead`; a mask head is
+            required.
+    """
+
+    def __init__(self, mask_iou_head: ConfigType, **kwargs) -> None:
+        if mask_iou_head is None:
+            raise ValueError('MaskScoringRoIHead needs a mask_iou_head config')
+        if kwargs.get('mask_head') is None:
+            raise ValueError('MaskScoringRoIHead needs a mask_head config')
+        super().__init__(**kwargs)
+        self.mask_iou_head = MODELS.build(mask_iou_head)
+
+    def forward(self, x: Tuple[Tensor], rpn_results_list: InstanceList,
+                batch_data_samples: SampleList = None) -> tuple:
+        """Tensor-only forward (for FLOPs counting and export): box, mask and MaskIoU outputs
+        of the first 100 proposals."""
+        rois = bbox2roi([res.bboxes for res in rpn_results_list])
+        bbox_results = self._bbox_forward(x, rois)
+        mask_results = self._mask_forward(x, rois[:100])
+        cls_score = bbox_results['cls_score'][:100]
+        labels = cls_score[:, :self.bbox_head.num_classes].argmax(dim=1)
+        mask_iou_preds = self.mask_iou_head(mask_results['mask_feats'],
+                                            select_class(mask_results['mask_preds'], labels))
+        return (bbox_results['cls_score'], bbox_results['bbox_pred'],
+                mask_results['mask_preds'], mask_iou_preds)
+
+    def mask_loss(self, x: Tuple[Tensor], sampling_results: List[SamplingResult],
+                  bbox_feats: Tensor, batch_gt_instances: InstanceList) -> dict:
+        """Mask head loss plus the MaskIoU loss of the positive RoIs.
+
+        Returns:
+            dict: ``mask_preds``, ``mask_feats``, ``mask_targets``, and ``loss_mask``, a dict
+            holding ``loss_mask`` and ``loss_mask_iou``.
+        """
+        if not self.share_roi_extractor:
+            mask_results = self._mask_forward(
+                x, bbox2roi([res.pos_priors for res in sampling_results]))
+        else:
+            pos_inds = torch.cat([
+                torch.cat([res.pos_priors.new_ones(len(res.pos_priors), dtype=torch.bool),
+                           res.neg_priors.new_zeros(len(res.neg_priors), dtype=torch.bool)])
+                for res in sampling_results
+            ])
+            mask_results = self._mask_forward(x, pos_inds=pos_inds, bbox_feats=bbox_feats)
+
+        mask_out = self.mask_head.loss_and_target(
+            mask_preds=mask_results['mask_preds'],
+            sampling_results=sampling_results,
+            batch_gt_instances=batch_gt_instances,
+            rcnn_train_cfg=self.train_cfg)
+        mask_targets = mask_out['mask_targets']
+
+        pos_labels = torch.cat([res.pos_gt_labels for res in sampling_results])
+        if self.mask_head.class_agnostic:
+            pos_labels = torch.zeros_like(pos_labels)
+        pos_mask_preds = select_class(mask_results['mask_preds'], pos_labels)
+        # As in mmdet and the authors' code, the MaskIoU loss also reaches the mask head
+        # (through the pooled mask) and the RoI features.
+        mask_iou_preds = self.mask_iou_head(mask_results['mask_feats'], pos_mask_preds)
+        iou_labels = torch.cat([res.pos_gt_labels for res in sampling_results])
+        loss_mask_iou = self.mask_iou_head.loss_and_target(
+            select_class(mask_iou_preds, iou_labels), pos_mask_preds, mask_targets,
+            sampling_results, batch_gt_instances, self.train_cfg)
+
+        losses = dict(mask_out['loss_mask'])
+        losses.update(loss_mask_iou)
+        mask_results.update(loss_mask=losses, mask_targets=mask_targets)
+        return mask_results
+
+    def predict_mask(self, x: Tuple[Tensor], batch_img_metas: List[dict],
+                     results_list: InstanceList, rescale: bool = False) -> InstanceList:
+        """Predict masks and their MaskIoU, and rank masks by the mask score.
+
+        Returns:
+            list[InstanceData]: Per image ``bboxes``, ``labels``, ``masks``, ``scores`` (mask
+            score), ``bbox_scores`` (classification score) and ``mask_ious``.
+        """
+        mask_rois = bbox2roi([res.bboxes for res in results_list])
+        if mask_rois.shape[0] == 0:
+            results_list = empty_instances(
+                batch_img_metas, mask_rois.device, task_type='mask',
+                instance_results=results_list, mask_thr_binary=self.test_cfg.mask_thr_binary)
+            for res in results_list:
+                res.bbox_scores = res.scores.clone()
+                res.mask_ious = res.scores.new_zeros((0, ))
+            return results_list
+
+        mask_results = self._mask_forward(x, mask_rois)
+        mask_preds = mask_results['mask_preds']
+        labels = torch.cat([res.labels for res in results_list])
+        class_inds = torch.zeros_like(labels) if self.mask_head.class_agnostic else labels
+        mask_iou_preds = self.mask_iou_head(mask_results['mask_feats'],
+                                            select_class(mask_preds, class_inds))
+        num_per_img = [len(res) for res in results_list]
+        results_list = self.mask_head.predict_by_feat(
+            mask_preds=mask_preds.split(num_per_img, 0),
+            results_list=results_list,
+            batch_img_metas=batch_img_metas,
+            rcnn_test_cfg=self.test_cfg,
+            rescale=rescale)
+        return self.mask_iou_head.predict_by_feat(mask_iou_preds.split(num_per_img, 0),
+                                                  results_list)
