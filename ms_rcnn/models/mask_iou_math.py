@@ -8,7 +8,7 @@ Legend: P = positive RoIs, G = ground-truth instances of one image, E = polygon 
 instance (padded), C = polygon components of one instance (padded), S = mask size (28).
 """
 import math
-from typing import Tuple, Union
+from typing import NamedTuple, Tuple, Union
 
 import numpy as np
 import torch
@@ -83,49 +83,129 @@ def pixel_windows(boxes: Tensor, height: int, width: int) -> Tensor:
 def bitmap_area_ratios(masks: Tensor, boxes: Tensor, gt_inds: Tensor) -> Tensor:
     """Fraction of each assigned bitmap instance that lies inside its box.
 
-    Box sums come from a summed-area table of the assigned instances, read at the four corners
-    of each box's pixel window (:func:`pixel_windows`).
+    Box sums are read from summed-area tables at the four corners of each box's pixel window
+    (:func:`pixel_windows`). On CUDA the tables cover the whole image (no host sync); on the
+    CPU they cover only each instance's nonzero extent, which is far cheaper to build.
 
     Args:
-        masks (Tensor): Binary instance masks, shape (G, H, W), any integer or bool dtype.
+        masks (Tensor): Binary instance masks on the boxes' device, shape (G, H, W).
         boxes (Tensor): Boxes (x1, y1, x2, y2), shape (P, 4).
         gt_inds (Tensor): Index of each box's instance, shape (P,).
 
     Returns:
         Tensor: fp32 ratios in [0, 1]; 0 for instances of zero area, shape (P,).
     """
-    num_pos = boxes.size(0)
-    if num_pos == 0:
+    if boxes.size(0) == 0:
         return boxes.new_zeros((0, ), dtype=torch.float32)
     height, width = masks.shape[-2:]
-    used, local_inds = torch.unique(gt_inds, return_inverse=True)
-    table = summed_area_table(masks[used])  # (U, H + 1, W + 1)
-    x1, y1, x2, y2 = pixel_windows(boxes, height, width).unbind(1)
-    flat = table.flatten(1)
-    row = width + 1
-
-    def at(y: Tensor, x: Tensor) -> Tensor:
-        return flat[local_inds, y * row + x]
-
-    inside = at(y2, x2) - at(y1, x2) - at(y2, x1) + at(y1, x1)
-    totals = table[:, -1, -1][local_inds]
-    return inside.float() / totals.clamp(min=1).float()
+    tables = full_tables(masks) if masks.is_cuda else extent_tables(masks)
+    inside = window_sums(tables, pixel_windows(boxes, height, width), gt_inds)
+    totals = tables.totals[gt_inds]
+    return (inside / totals.clamp(min=1)).float()
 
 
-def summed_area_table(masks: Tensor) -> Tensor:
+class SummedAreaTables(NamedTuple):
+    """Summed-area tables of G instances, each over a rectangle of the image, stored flat.
+
+    ``flat[offsets[g] + y * (sizes[g, 0] + 1) + x]`` counts the pixels of instance g in
+    rows [top, top + y) and columns [left, left + x) of its rectangle, where
+    ``origins[g] = (left, top)`` and ``sizes[g] = (w, h)``; every pixel of g lies inside.
+    ``totals[g]`` is the instance's area. All are tensors on the masks' device.
+    """
+    flat: Tensor
+    offsets: Tensor
+    origins: Tensor
+    sizes: Tensor
+    totals: Tensor
+
+
+def _count_dtype(height: int, width: int) -> torch.dtype:
+    """A float dtype that counts up to height * width pixels exactly."""
+    return torch.float32 if height * width < 2**24 else torch.float64
+
+
+def summed_area_table(masks: Tensor, dtype: torch.dtype = torch.float32) -> Tensor:
     """Summed-area tables with a leading row and column of zeros.
 
     Args:
         masks (Tensor): Binary masks, shape (G, H, W).
+        dtype (torch.dtype): Counting dtype (floats count integers exactly below 2**24).
 
     Returns:
-        Tensor: int32 table where ``t[g, y, x]`` counts the pixels of mask g above y and left
-        of x, shape (G, H + 1, W + 1).
+        Tensor: ``t[g, y, x]`` = pixels of mask g above row y and left of column x,
+        shape (G, H + 1, W + 1).
     """
+    table = torch.nn.functional.pad(masks.to(dtype), (1, 0, 1, 0))
+    return table.cumsum_(1).cumsum_(2)
+
+
+def full_tables(masks: Tensor) -> SummedAreaTables:
+    """Tables over the whole image for every instance (no host synchronisation)."""
     num, height, width = masks.shape
-    table = masks.new_zeros((num, height + 1, width + 1), dtype=torch.int32)
-    table[:, 1:, 1:] = masks.to(torch.int32).cumsum(1).cumsum(2)
-    return table
+    table = summed_area_table(masks, _count_dtype(height, width))
+    step = (height + 1) * (width + 1)
+    device = masks.device
+    return SummedAreaTables(
+        flat=table.flatten(),
+        offsets=torch.arange(num, device=device) * step,
+        origins=torch.zeros((num, 2), dtype=torch.long, device=device),
+        sizes=torch.tensor([[width, height]], device=device).expand(num, 2),
+        totals=table[:, -1, -1])
+
+
+def extent_tables(masks: Tensor) -> SummedAreaTables:
+    """Tables over each instance's nonzero extent (reads the extents on the host)."""
+    num, height, width = masks.shape
+    rows = masks.amax(2).bool()  # (G, H)
+    cols = masks.amax(1).bool()  # (G, W)
+    dtype = _count_dtype(height, width)
+    pieces, offsets, origins, sizes, totals = [], [], [], [], []
+    offset = 0
+    for g in range(num):
+        ys, xs = rows[g].nonzero(), cols[g].nonzero()
+        if len(ys) == 0:
+            top = left = bottom = right = 0
+        else:
+            top, bottom = int(ys[0]), int(ys[-1]) + 1
+            left, right = int(xs[0]), int(xs[-1]) + 1
+        table = summed_area_table(masks[g:g + 1, top:bottom, left:right], dtype)
+        pieces.append(table.flatten())
+        offsets.append(offset)
+        offset += table.numel()
+        origins.append((left, top))
+        sizes.append((right - left, bottom - top))
+        totals.append(table[0, -1, -1])
+    device = masks.device
+    return SummedAreaTables(
+        flat=torch.cat(pieces) if pieces else masks.new_zeros((0, ), dtype=dtype),
+        offsets=torch.tensor(offsets, dtype=torch.long, device=device),
+        origins=torch.tensor(origins, dtype=torch.long, device=device).reshape(-1, 2),
+        sizes=torch.tensor(sizes, dtype=torch.long, device=device).reshape(-1, 2),
+        totals=torch.stack(totals) if totals else masks.new_zeros((0, ), dtype=dtype))
+
+
+def window_sums(tables: SummedAreaTables, windows: Tensor, gt_inds: Tensor) -> Tensor:
+    """Pixels of each window's instance inside the window.
+
+    Args:
+        tables (SummedAreaTables): Tables of the G instances.
+        windows (Tensor): Integer windows (x1, y1, x2, y2) in image pixels, shape (P, 4).
+        gt_inds (Tensor): Instance of each window, shape (P,).
+
+    Returns:
+        Tensor: Counts, in the tables' dtype, shape (P,).
+    """
+    origin = tables.origins[gt_inds].repeat(1, 2)  # (P, 4) as (left, top, left, top)
+    size = tables.sizes[gt_inds].repeat(1, 2)
+    local = torch.minimum((windows - origin).clamp(min=0), size)
+    x1, y1, x2, y2 = local.unbind(1)
+    base = tables.offsets[gt_inds]
+    stride = tables.sizes[gt_inds, 0] + 1
+
+    def at(y: Tensor, x: Tensor) -> Tensor:
+        return tables.flat[base + y * stride + x]
+
+    return at(y2, x2) - at(y1, x2) - at(y2, x1) + at(y1, x1)
 
 
 def clipped_edge_areas(edges: Tensor, windows: Tensor) -> Tensor:
@@ -214,6 +294,23 @@ def polygon_areas_in_windows(edges: Tensor, components: Tensor, num_comps: int,
     return per_comp.abs().sum(1)
 
 
+def polygon_areas(edges: Tensor, components: Tensor, num_comps: int) -> Tensor:
+    """Area of polygon instances: the shoelace area of each polygon, summed.
+
+    Args:
+        edges (Tensor): Edges (xa, ya, xb, yb), shape (G, E, 4).
+        components (Tensor): Polygon index of each edge within its instance, shape (G, E).
+        num_comps (int): C, an upper bound on the polygon indices plus one.
+
+    Returns:
+        Tensor: Areas, shape (G,).
+    """
+    xa, ya, xb, yb = edges.unbind(-1)
+    signed = 0.5 * (xa + xb) * (yb - ya)
+    per_comp = signed.new_zeros((signed.size(0), num_comps)).scatter_add_(1, components, signed)
+    return per_comp.abs().sum(1)
+
+
 def polygon_area_ratios(polygons: PolygonMasks, boxes: Tensor, gt_inds: Tensor) -> Tensor:
     """Fraction of each assigned polygon instance that lies inside its box's pixel window.
 
@@ -237,9 +334,7 @@ def polygon_area_ratios(polygons: PolygonMasks, boxes: Tensor, gt_inds: Tensor) 
     windows = torch.stack([x1, y1, torch.maximum(x1, x2), torch.maximum(y1, y2)], 1).float()
     pair_edges, pair_comps = edges[gt_inds], comps[gt_inds]
     inside = polygon_areas_in_windows(pair_edges, pair_comps, num_comps, windows)
-    everything = torch.tensor([[-1e7, -1e7, 1e7, 1e7]], device=boxes.device)
-    full = polygon_areas_in_windows(edges, comps, num_comps, everything.expand(len(edges), 4))
-    totals = full[gt_inds]
+    totals = polygon_areas(edges, comps, num_comps)[gt_inds]
     return torch.where(totals > 0, inside / totals.clamp(min=1e-6),
                        torch.zeros_like(inside)).clamp(0.0, 1.0)
 
@@ -259,9 +354,11 @@ def area_ratios(gt_masks: Union[BitmapMasks, PolygonMasks], boxes: Tensor,
     if isinstance(gt_masks, PolygonMasks):
         return polygon_area_ratios(gt_masks, boxes, gt_inds)
     if isinstance(gt_masks, BitmapMasks):
-        masks = torch.from_numpy(np.ascontiguousarray(gt_masks.masks)).to(boxes.device)
-        return bitmap_area_ratios(masks, boxes, gt_inds)
+        gt_masks = torch.from_numpy(gt_masks.masks)
     if isinstance(gt_masks, Tensor):
-        return bitmap_area_ratios(gt_masks.to(boxes.device), boxes, gt_inds)
+        masks = gt_masks.to(boxes.device, non_blocking=True)
+        if masks.dtype == torch.bool:
+            masks = masks.view(torch.uint8)  # same bytes; byte reductions are much faster
+        return bitmap_area_ratios(masks, boxes, gt_inds)
     raise TypeError('gt_instances.masks must be BitmapMasks, PolygonMasks or a Tensor, '
                     f'got {type(gt_masks).__name__}')
