@@ -1,0 +1,99 @@
+"""Small synthetic datasets and model configs for tests and smoke runs (not for results)."""
+import json
+import os
+import os.path as osp
+from typing import Sequence
+
+import cv2
+import numpy as np
+from mmengine.config import Config
+
+REPO_ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
+
+
+def toy_polygon(rng: np.random.Generator, width: int, height: int) -> np.ndarray:
+    """A random simple star-shaped polygon inside the image, flat (x0, y0, x1, y1, ...)."""
+    n = int(rng.integers(6, 14))
+    radius = rng.uniform(0.08, 0.2) * min(width, height)
+    cx = rng.uniform(radius + 2, width - radius - 2)
+    cy = rng.uniform(radius + 2, height - radius - 2)
+    angles = (np.arange(n) + rng.uniform(0, 0.5, n)) * 2 * np.pi / n
+    radii = radius * rng.uniform(0.6, 1.0, n)
+    return np.stack([cx + radii * np.cos(angles), cy + radii * np.sin(angles)], 1).reshape(-1)
+
+
+def make_toy_coco(root: str, splits: Sequence[str] = ('train', 'val'), num_images: int = 4,
+                  size: tuple = (96, 128), classes: Sequence[str] = ('disc', 'star'),
+                  seed: int = 0) -> dict:
+    """Write a tiny COCO-style instance segmentation dataset of bright polygons.
+
+    Layout: ``root/annotations/instances_{split}.json`` and ``root/images/{split}/*.png``.
+
+    Args:
+        root (str): Output directory.
+        splits (Sequence[str]): Splits to write.
+        num_images (int): Images per split.
+        size (tuple): (height, width) of each image.
+        classes (Sequence[str]): Category names (ids 1..n).
+        seed (int): Random seed.
+
+    Returns:
+        dict: Split name to annotation file path.
+    """
+    rng = np.random.default_rng(seed)
+    height, width = size
+    files = {}
+    os.makedirs(osp.join(root, 'annotations'), exist_ok=True)
+    for split in splits:
+        img_dir = osp.join(root, 'images', split)
+        os.makedirs(img_dir, exist_ok=True)
+        images, annotations = [], []
+        for img_id in range(1, num_images + 1):
+            img = rng.integers(0, 40, (height, width, 3)).astype(np.uint8)
+            name = f'{split}_{img_id:04d}.png'
+            for _ in range(int(rng.integers(1, 4))):
+                label = int(rng.integers(0, len(classes)))
+                poly = toy_polygon(rng, width, height)
+                pts = poly.reshape(-1, 2)
+                colour = (60 + 150 * label, 200, 255 - 150 * label)
+                cv2.fillPoly(img, [np.round(pts).astype(np.int32)], colour)
+                x0, y0 = pts.min(0)
+                x1, y1 = pts.max(0)
+                area = 0.5 * abs(np.dot(pts[:, 0], np.roll(pts[:, 1], 1)) -
+                                 np.dot(pts[:, 1], np.roll(pts[:, 0], 1)))
+                annotations.append(
+                    dict(id=len(annotations) + 1, image_id=img_id, category_id=label + 1,
+                         segmentation=[poly.round(2).tolist()], area=float(area),
+                         bbox=[float(x0), float(y0), float(x1 - x0), float(y1 - y0)],
+                         iscrowd=0))
+            cv2.imwrite(osp.join(img_dir, name), img)
+            images.append(dict(id=img_id, file_name=name, height=height, width=width))
+        coco = dict(images=images, annotations=annotations,
+                    categories=[dict(id=i + 1, name=c) for i, c in enumerate(classes)])
+        files[split] = osp.join(root, 'annotations', f'instances_{split}.json')
+        with open(files[split], 'w') as f:
+            json.dump(coco, f)
+    return files
+
+
+def small_model_cfg(num_classes: int, base: str = 'configs/ms_rcnn/ms-rcnn_r50_fpn_1x_coco.py',
+                    depth: int = 18) -> Config:
+    """A from-scratch ResNet-18-FPN version of a config's model (no pretrained weights).
+
+    Args:
+        num_classes (int): Number of classes.
+        base (str): Config path, relative to the repository root or absolute.
+        depth (int): ResNet depth (18 or 34). Defaults to 18.
+
+    Returns:
+        Config: The model config.
+    """
+    cfg = Config.fromfile(osp.join(REPO_ROOT, base))
+    model = cfg.model
+    model.backbone.update(depth=depth, init_cfg=None)
+    model.neck.in_channels = [64, 128, 256, 512]
+    model.roi_head.bbox_head.num_classes = num_classes
+    model.roi_head.mask_head.num_classes = num_classes
+    if 'mask_iou_head' in model.roi_head:
+        model.roi_head.mask_iou_head.num_classes = num_classes
+    return model

@@ -1,0 +1,159 @@
+"""The detector end to end on CPU: configs, state dict compatibility, loss and predict."""
+import copy
+import glob
+import os.path as osp
+
+import mmdet
+import numpy as np
+import pytest
+import torch
+from mmdet.registry import MODELS as MMDET_MODELS
+from mmdet.structures.mask import BitmapMasks
+from mmdet.testing import demo_mm_inputs
+from mmdet.utils import register_all_modules
+from mmengine.config import Config
+
+import ms_rcnn
+from ms_rcnn.testing import REPO_ROOT, small_model_cfg
+
+register_all_modules()
+CONFIGS = sorted(glob.glob(osp.join(REPO_ROOT, 'configs', 'ms_rcnn', '*.py')))
+
+
+def build(cfg):
+    torch.manual_seed(0)
+    model = MMDET_MODELS.build(copy.deepcopy(cfg))
+    model.init_weights()
+    return model
+
+
+@pytest.fixture(scope='module')
+def model_cfg():
+    return small_model_cfg(num_classes=3)
+
+
+def inputs(num_items=(3, 2), with_mask=True):
+    return demo_mm_inputs(len(num_items), [[3, 128, 128], [3, 96, 128]][:len(num_items)],
+                          num_items=list(num_items), num_classes=3, with_mask=with_mask)
+
+
+def test_all_required_configs_exist():
+    names = {osp.basename(c) for c in CONFIGS}
+    required = {
+        'ms-rcnn_r50_fpn_1x_coco.py', 'ms-rcnn_r50_fpn_2x_coco.py',
+        'ms-rcnn_r50-caffe_fpn_1x_coco.py', 'ms-rcnn_r50-caffe_fpn_2x_coco.py',
+        'ms-rcnn_r101_fpn_1x_coco.py', 'ms-rcnn_r101-caffe_fpn_1x_coco.py',
+        'ms-rcnn_r101-caffe_fpn_2x_coco.py', 'ms-rcnn_x101-32x4d_fpn_1x_coco.py',
+        'ms-rcnn_x101-64x4d_fpn_1x_coco.py', 'ms-rcnn_x101-64x4d_fpn_2x_coco.py',
+        'ms-rcnn_r50_fpn_amp-1x_coco.py'
+    }
+    assert required <= names
+
+
+@pytest.mark.parametrize('path', CONFIGS, ids=[osp.basename(c) for c in CONFIGS])
+def test_config_parses_and_builds(path):
+    cfg = Config.fromfile(path)
+    assert cfg.model.type == 'ms_rcnn.MaskScoringRCNN'
+    assert cfg.val_evaluator.type == 'ms_rcnn.MaskScoringCocoMetric'
+    assert 'ms_rcnn' in cfg.custom_imports.imports
+    model = MMDET_MODELS.build(cfg.model)  # init_cfg (pretrained weights) is not run here
+    assert isinstance(model, ms_rcnn.models.MaskScoringRCNN)
+    assert isinstance(model.roi_head.mask_iou_head, ms_rcnn.models.MaskIoUHead)
+    assert model.roi_head.mask_iou_head.fc_mask_iou.out_features == 80
+
+
+def test_mmdet_classes_stay_mmdet_and_ours_are_scoped():
+    from mmdet.models.roi_heads import MaskScoringRoIHead as MMDetRoIHead
+    assert MMDET_MODELS.get('MaskScoringRoIHead') is MMDetRoIHead
+    assert MMDET_MODELS.get('ms_rcnn.MaskScoringRoIHead') is ms_rcnn.models.MaskScoringRoIHead
+    assert MMDET_MODELS.get('ms_rcnn.MaskIoUHead') is ms_rcnn.models.MaskIoUHead
+
+
+def test_state_dict_equals_mmdets_detector_key_for_key():
+    ours = MMDET_MODELS.build(
+        Config.fromfile(osp.join(REPO_ROOT, 'configs/ms_rcnn/ms-rcnn_r50_fpn_1x_coco.py')).model)
+    theirs = MMDET_MODELS.build(
+        Config.fromfile(osp.join(osp.dirname(mmdet.__file__),
+                                 '.mim/configs/ms_rcnn/ms-rcnn_r50_fpn_1x_coco.py')).model)
+    assert type(theirs).__module__.startswith('mmdet.')
+    ours_sd, theirs_sd = ours.state_dict(), theirs.state_dict()
+    assert list(ours_sd) == list(theirs_sd)
+    assert all(ours_sd[k].shape == theirs_sd[k].shape for k in ours_sd)
+    # An mmdet checkpoint loads strictly into ours.
+    ours.load_state_dict(theirs_sd, strict=True)
+
+
+def test_loss_end_to_end_with_finite_values(model_cfg):
+    model = build(model_cfg)
+    data = model.data_preprocessor(inputs(), True)
+    losses = model(**data, mode='loss')
+    assert {'loss_mask', 'loss_mask_iou', 'loss_cls', 'loss_bbox'} <= set(losses)
+    total, _ = model.parse_losses(losses)
+    assert torch.isfinite(total)
+    assert losses['loss_mask_iou'].dtype == torch.float32
+    assert losses['loss_mask_iou'].item() >= 0
+
+
+def test_mask_iou_loss_reaches_mask_head_and_iou_head(model_cfg):
+    model = build(model_cfg)
+    data = model.data_preprocessor(inputs(), True)
+    losses = model(**data, mode='loss')
+    losses['loss_mask_iou'].backward()
+    roi_head = model.roi_head
+    iou_grad = roi_head.mask_iou_head.fc_mask_iou.weight.grad
+    mask_grad = roi_head.mask_head.convs[0].conv.weight.grad
+    assert iou_grad is not None and iou_grad.abs().sum() > 0
+    assert mask_grad is not None and mask_grad.abs().sum() > 0
+
+
+def test_images_without_ground_truth(model_cfg):
+    model = build(model_cfg)
+    data = model.data_preprocessor(inputs(num_items=(0, 0)), True)
+    losses = model(**data, mode='loss')
+    total, _ = model.parse_losses(losses)
+    assert torch.isfinite(total)
+    assert losses['loss_mask_iou'].item() == 0.0
+    total.backward()  # every head stays in the graph
+    assert model.roi_head.mask_iou_head.fc_mask_iou.weight.grad is not None
+
+
+def test_zero_area_ground_truth_masks(model_cfg):
+    model = build(model_cfg)
+    packed = inputs()
+    gt = packed['data_samples'][0].gt_instances
+    gt.masks = BitmapMasks(np.zeros_like(gt.masks.masks), *gt.masks.masks.shape[1:])
+    data = model.data_preprocessor(packed, True)
+    total, _ = model.parse_losses(model(**data, mode='loss'))
+    assert torch.isfinite(total)
+
+
+def test_predict_fields(model_cfg):
+    model = build(model_cfg).eval()
+    with torch.no_grad():
+        results = model(**model.data_preprocessor(inputs(), False), mode='predict')
+    pred = results[0].pred_instances
+    assert len(pred) > 0
+    assert {'scores', 'bbox_scores', 'mask_ious', 'masks', 'labels', 'bboxes'} <= set(pred.keys())
+    assert torch.all((pred.mask_ious >= 0) & (pred.mask_ious <= 1))
+    assert torch.allclose(pred.scores, pred.bbox_scores * pred.mask_ious)
+    assert pred.masks.shape[-2:] == (128, 128)
+
+
+def test_predict_without_detections(model_cfg):
+    cfg = copy.deepcopy(model_cfg)
+    cfg.test_cfg.rcnn.score_thr = 1.01  # nothing survives
+    model = build(cfg).eval()
+    with torch.no_grad():
+        results = model(**model.data_preprocessor(inputs(), False), mode='predict')
+    for res in results:
+        pred = res.pred_instances
+        assert len(pred) == 0
+        assert pred.bbox_scores.shape == (0, ) and pred.mask_ious.shape == (0, )
+
+
+def test_tensor_forward(model_cfg):
+    model = build(model_cfg).eval()
+    with torch.no_grad():
+        out = model(**model.data_preprocessor(inputs(), False), mode='tensor')
+    roi_outs = out[-1]  # cls_score, bbox_pred, mask_preds, mask_iou_preds
+    assert len(roi_outs) == 4 and roi_outs[-1].shape[-1] == 3

@@ -1,0 +1,119 @@
+"""The MaskIoU head: forward, targets, loss and prediction fields."""
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+import torch
+from mmdet.models.roi_heads.mask_heads import MaskIoUHead as MMDetMaskIoUHead
+from mmdet.structures.mask import BitmapMasks
+from mmengine.config import ConfigDict
+from mmengine.structures import InstanceData
+
+from ms_rcnn.models import MaskIoUHead
+
+
+def small_head(**kwargs):
+    cfg = dict(num_classes=3, in_channels=8, conv_out_channels=8, fc_out_channels=16)
+    cfg.update(kwargs)
+    return MaskIoUHead(**cfg)
+
+
+def test_forward_shape_and_layer_names_match_mmdet():
+    ours = small_head()
+    theirs = MMDetMaskIoUHead(num_classes=3, in_channels=8, conv_out_channels=8,
+                              fc_out_channels=16)
+    assert {k: v.shape for k, v in ours.state_dict().items()} == \
+        {k: v.shape for k, v in theirs.state_dict().items()}
+    out = ours(torch.randn(5, 8, 14, 14), torch.randn(5, 28, 28))
+    assert out.shape == (5, 3)
+
+
+def test_equal_weights_give_equal_outputs_to_mmdet():
+    torch.manual_seed(0)
+    theirs = MMDetMaskIoUHead(num_classes=4, in_channels=8, conv_out_channels=8,
+                              fc_out_channels=16)
+    theirs.init_weights()
+    ours = small_head(num_classes=4)
+    ours.load_state_dict(theirs.state_dict(), strict=True)
+    feats, masks = torch.randn(6, 8, 14, 14), torch.randn(6, 28, 28)
+    assert torch.allclose(ours(feats, masks), theirs(feats, masks), atol=1e-6)
+
+
+def one_image_batch():
+    """One image, one 8x8-pixel instance at (4, 4); two positive RoIs on it."""
+    masks = np.zeros((1, 16, 16), np.uint8)
+    masks[0, 4:12, 4:12] = 1  # 64 px
+    gt = InstanceData(masks=BitmapMasks(masks, 16, 16))
+    # RoI 0 covers the whole instance, RoI 1 only its left half (32 px of 64).
+    res = SimpleNamespace(pos_priors=torch.tensor([[4., 4., 12., 12.], [4., 4., 8., 12.]]),
+                          pos_assigned_gt_inds=torch.tensor([0, 0]))
+    # At RoI scale (4x4): RoI 0's target is all ones; RoI 1's target is all ones too (the
+    # instance fills the half it covers).
+    targets = torch.ones(2, 4, 4)
+    preds = torch.full((2, 4, 4), -4.0)
+    preds[0, :2] = 4.0   # predicts 8 of 16 px -> IoU 8 / 16
+    preds[1] = 4.0       # predicts all 16 px; full GT area 16 / 0.5 = 32 -> IoU 16 / 32
+    return [res], [gt], preds, targets
+
+
+def test_get_targets_hand_computed():
+    res, gts, preds, targets = one_image_batch()
+    head = small_head()
+    out = head.get_targets(res, gts, preds, targets, ConfigDict(mask_thr_binary=0.5))
+    assert out.tolist() == pytest.approx([0.5, 0.5])
+
+
+def test_loss_is_half_mean_squared_error_over_positive_targets():
+    res, gts, preds, targets = one_image_batch()
+    # A third RoI whose prediction is empty and whose instance is outside: target 0, ignored.
+    res[0].pos_priors = torch.cat([res[0].pos_priors, torch.tensor([[0., 0., 2., 2.]])])
+    res[0].pos_assigned_gt_inds = torch.tensor([0, 0, 0])
+    preds = torch.cat([preds, torch.full((1, 4, 4), -4.0)])
+    targets = torch.cat([targets, torch.zeros(1, 4, 4)])
+    head = small_head()
+    iou_pred = torch.tensor([0.9, 0.1, 0.7], requires_grad=True)
+    loss = head.loss_and_target(iou_pred, preds, targets, res, gts,
+                                ConfigDict(mask_thr_binary=0.5))['loss_mask_iou']
+    expected = 0.5 * ((0.9 - 0.5)**2 + (0.1 - 0.5)**2) / 2
+    assert loss.item() == pytest.approx(expected, rel=1e-5)
+    loss.backward()
+    assert iou_pred.grad[2] == 0 and iou_pred.grad[0] > 0 and iou_pred.grad[1] < 0
+
+
+def test_loss_without_valid_targets_is_zero_and_connected():
+    head = small_head()
+    empty = SimpleNamespace(pos_priors=torch.zeros(0, 4),
+                            pos_assigned_gt_inds=torch.zeros(0, dtype=torch.long))
+    gts = [InstanceData(masks=BitmapMasks(np.zeros((0, 8, 8), np.uint8), 8, 8))]
+    pred = head(torch.randn(0, 8, 14, 14), torch.randn(0, 28, 28))
+    loss = head.loss_and_target(pred[:, 0], torch.zeros(0, 28, 28), torch.zeros(0, 28, 28),
+                                [empty], gts, ConfigDict(mask_thr_binary=0.5))['loss_mask_iou']
+    assert loss.item() == 0.0 and loss.requires_grad
+    loss.backward()
+    assert head.fc_mask_iou.weight.grad is not None
+
+
+def test_predict_by_feat_fields():
+    head = small_head()
+    results = InstanceData(scores=torch.tensor([0.9, 0.5, 0.2]), labels=torch.tensor([2, 0, 1]))
+    iou = torch.tensor([[0.1, 0.2, 0.8], [0.5, 0.0, 0.0], [0.3, 1.4, -0.2]])
+    out = head.predict_by_feat([iou], [results])[0]
+    assert out.bbox_scores.tolist() == pytest.approx([0.9, 0.5, 0.2])
+    assert out.mask_ious.tolist() == pytest.approx([0.8, 0.5, 1.0])  # clamped to [0, 1]
+    assert out.scores.tolist() == pytest.approx([0.72, 0.25, 0.2])
+
+
+def test_predict_by_feat_checks_lengths():
+    with pytest.raises(ValueError, match='2 MaskIoU predictions for 1 images'):
+        small_head().predict_by_feat([torch.zeros(0, 3)] * 2, [InstanceData()])
+
+
+def test_loss_under_autocast_is_fp32():
+    head = small_head()
+    res, gts, preds, targets = one_image_batch()
+    with torch.autocast('cpu', dtype=torch.bfloat16):
+        pred = head(torch.randn(2, 8, 14, 14), torch.randn(2, 28, 28))
+        loss = head.loss_and_target(pred[:, 0], preds.bfloat16(), targets.bfloat16(), res, gts,
+                                    ConfigDict(mask_thr_binary=0.5))['loss_mask_iou']
+    assert pred.dtype == torch.bfloat16
+    assert loss.dtype == torch.float32 and torch.isfinite(loss)
