@@ -1,0 +1,61 @@
+# Mask R-CNN twin of ms-rcnn_r18_fpn_coco-person.py: same data, schedule, seed and model except
+# the scoring head. A ResNet-18-FPN with GroupNorm trained from scratch (no pretrained weights
+# exist on the project's machines) on the COCO person subset of ../shared/data/README.md.
+# Point it at another copy with --cfg-options data_root=/path/to/coco_person/.
+_base_ = 'mmdet::mask_rcnn/mask-rcnn_r50_fpn_1x_coco.py'
+
+data_root = '../shared/data/coco_person/'
+metainfo = dict(classes=('person', ), palette=[(220, 20, 60)])
+image_scale = (640, 480)
+max_epochs = 24
+norm_cfg = dict(type='GN', num_groups=32, requires_grad=True)
+
+model = dict(
+    backbone=dict(depth=18, frozen_stages=-1, norm_cfg=norm_cfg, norm_eval=False,
+                  init_cfg=None),
+    neck=dict(in_channels=[64, 128, 256, 512], norm_cfg=norm_cfg),
+    roi_head=dict(
+        bbox_head=dict(type='Shared4Conv1FCBBoxHead', conv_out_channels=256,
+                       norm_cfg=norm_cfg, num_classes=1),
+        mask_head=dict(norm_cfg=norm_cfg, num_classes=1)))
+
+train_pipeline = [
+    dict(type='LoadImageFromFile'),
+    dict(type='LoadAnnotations', with_bbox=True, with_mask=True),
+    dict(type='RandomResize', scale=image_scale, ratio_range=(0.8, 1.2), keep_ratio=True),
+    dict(type='RandomFlip', prob=0.5),
+    dict(type='PackDetInputs')
+]
+test_pipeline = [
+    dict(type='LoadImageFromFile'),
+    dict(type='Resize', scale=image_scale, keep_ratio=True),
+    dict(type='LoadAnnotations', with_bbox=True, with_mask=True),
+    dict(type='PackDetInputs',
+         meta_keys=('img_id', 'img_path', 'ori_shape', 'img_shape', 'scale_factor'))
+]
+train_dataloader = dict(
+    batch_size=2,
+    num_workers=2,
+    dataset=dict(data_root=data_root, metainfo=metainfo,
+                 ann_file='annotations/instances_train.json',
+                 data_prefix=dict(img='images/train/'), pipeline=train_pipeline))
+val_dataloader = dict(
+    num_workers=2,
+    dataset=dict(data_root=data_root, metainfo=metainfo,
+                 ann_file='annotations/instances_val.json',
+                 data_prefix=dict(img='images/val/'), pipeline=test_pipeline))
+test_dataloader = val_dataloader
+val_evaluator = dict(ann_file=data_root + 'annotations/instances_val.json')
+test_evaluator = val_evaluator
+
+train_cfg = dict(max_epochs=max_epochs, val_interval=4)
+optim_wrapper = dict(optimizer=dict(lr=0.02, momentum=0.9, weight_decay=0.0001),
+                     clip_grad=dict(max_norm=35, norm_type=2))
+param_scheduler = [
+    dict(type='LinearLR', start_factor=0.001, by_epoch=False, begin=0, end=300),
+    dict(type='MultiStepLR', begin=0, end=max_epochs, by_epoch=True,
+         milestones=[int(max_epochs * 0.75), int(max_epochs * 0.92)], gamma=0.1)
+]
+default_hooks = dict(logger=dict(interval=20),
+                     checkpoint=dict(interval=4, max_keep_ckpts=2, save_best='auto'))
+randomness = dict(seed=0)

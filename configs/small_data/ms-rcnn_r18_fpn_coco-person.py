@@ -1,0 +1,12 @@
+# MS R-CNN on the COCO person subset, from scratch: the Mask R-CNN twin plus the scoring head.
+_base_ = './mask-rcnn_r18_fpn_coco-person.py'
+custom_imports = dict(imports=['ms_rcnn'], allow_failed_imports=False)
+
+model = dict(
+    type='ms_rcnn.MaskScoringRCNN',
+    roi_head=dict(
+        type='ms_rcnn.MaskScoringRoIHead',
+        mask_iou_head=dict(type='ms_rcnn.MaskIoUHead', num_classes=1)),
+    train_cfg=dict(rcnn=dict(mask_thr_binary=0.5)))
+val_evaluator = dict(type='ms_rcnn.MaskScoringCocoMetric')
+test_evaluator = val_evaluator

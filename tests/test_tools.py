@@ -1,0 +1,129 @@
+"""The command-line tools and mim, run as a user runs them, on a synthetic dataset."""
+import json
+import os
+import os.path as osp
+import pickle
+import shutil
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from ms_rcnn.testing import REPO_ROOT
+
+from .conftest import TOY_CONFIG
+
+PY = sys.executable
+MIM = osp.join(osp.dirname(sys.executable), 'mim')
+
+
+def run(cmd, cwd=REPO_ROOT, env=None, timeout=600):
+    proc = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True,
+                          timeout=timeout)
+    assert proc.returncode == 0, f'{cmd} failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}'
+    return proc.stdout + proc.stderr
+
+
+@pytest.fixture(scope='module')
+def trained(toy_root, tmp_path_factory):
+    """Two epochs of training with tools/train.py."""
+    work_dir = str(tmp_path_factory.mktemp('train'))
+    run([PY, 'tools/train.py', TOY_CONFIG, '--data-root', toy_root, '--work-dir', work_dir])
+    return work_dir
+
+
+def test_train_writes_checkpoints_that_load_safely(trained):
+    for epoch in (1, 2):
+        ckpt = torch.load(osp.join(trained, f'epoch_{epoch}.pth'), map_location='cpu')
+        assert ckpt['meta']['epoch'] == epoch
+        assert any(k.startswith('roi_head.mask_iou_head.') for k in ckpt['state_dict'])
+    with open(osp.join(trained, 'last_checkpoint')) as f:
+        assert f.read().strip().endswith('epoch_2.pth')
+
+
+def test_resume_continues_from_the_last_checkpoint(trained, toy_root, tmp_path):
+    work_dir = str(tmp_path / 'resume')
+    shutil.copytree(trained, work_dir)
+    out = run([PY, 'tools/train.py', TOY_CONFIG, '--data-root', toy_root, '--work-dir',
+               work_dir, '--resume', '--cfg-options', 'train_cfg.max_epochs=3'])
+    assert 'resumed epoch: 2, iter: 4' in out
+    assert 'Epoch(train) [3][2/2]' in out and 'Epoch(train) [1]' not in out
+    assert torch.load(osp.join(work_dir, 'epoch_3.pth'))['meta']['iter'] == 6
+
+
+def test_test_tool_evaluates_and_dumps_predictions(trained, toy_root, tmp_path):
+    out_file = str(tmp_path / 'preds.pkl')
+    run([PY, 'tools/test.py', TOY_CONFIG, osp.join(trained, 'epoch_2.pth'), '--data-root',
+         toy_root, '--work-dir', str(tmp_path), '--out', out_file])
+    with open(out_file, 'rb') as f:
+        preds = pickle.load(f)
+    assert len(preds) == 4
+    assert {'bbox_scores', 'mask_ious', 'scores'} <= set(preds[0]['pred_instances'])
+
+
+def test_test_tool_names_a_missing_checkpoint(toy_root, tmp_path):
+    proc = subprocess.run([PY, 'tools/test.py', TOY_CONFIG, str(tmp_path / 'none.pth')],
+                          cwd=REPO_ROOT, capture_output=True, text=True)
+    assert proc.returncode != 0 and 'none.pth does not exist' in proc.stderr
+
+
+def test_mim_train_and_test_with_the_editable_install(trained, toy_root, tmp_path):
+    run([MIM, 'train', 'ms_rcnn', TOY_CONFIG, '--work-dir', str(tmp_path), '--data-root',
+         toy_root, '--cfg-options', 'train_cfg.max_epochs=1'], cwd=str(tmp_path))
+    assert osp.isfile(tmp_path / 'epoch_1.pth')
+    out = run([MIM, 'test', 'ms_rcnn', TOY_CONFIG, '--checkpoint',
+               osp.join(trained, 'epoch_2.pth'), '--work-dir', str(tmp_path), '--data-root',
+               toy_root], cwd=str(tmp_path))
+    assert 'Testing finished successfully' in out
+
+
+def user_config(tmp_path, base):
+    path = tmp_path / 'my_config.py'
+    path.write_text(f"_base_ = '{base}'\nmodel = dict(roi_head=dict(mask_iou_head=dict("
+                    "fc_out_channels=512)))\n")
+    return str(path)
+
+
+CHECK_INHERIT = ('import sys; import ms_rcnn; from mmengine.config import Config; '
+                 'c = Config.fromfile(sys.argv[1]); '
+                 'print(c.model.type, c.model.roi_head.mask_iou_head.fc_out_channels)')
+
+
+def test_user_config_inherits_package_config(tmp_path):
+    cfg = user_config(tmp_path, 'ms_rcnn::ms_rcnn/ms-rcnn_r50_fpn_1x_coco.py')
+    out = run([PY, '-c', CHECK_INHERIT, cfg], cwd=str(tmp_path))
+    assert 'ms_rcnn.MaskScoringRCNN 512' in out
+
+
+@pytest.mark.slow
+def test_non_editable_install_serves_mim_and_config_inheritance(trained, toy_root, tmp_path):
+    """`pip install .` (from a clean copy of the tree) then mim and `ms_rcnn::` inheritance."""
+    src, target = tmp_path / 'src', tmp_path / 'site'
+    files = subprocess.run(['git', 'ls-files', '--cached', '--others', '--exclude-standard'],
+                           cwd=REPO_ROOT, capture_output=True,
+                           text=True).stdout.split()
+    if not files:
+        pytest.skip('not a git checkout: cannot make a clean copy of the tree')
+    for name in files:
+        if osp.isfile(osp.join(REPO_ROOT, name)):
+            os.makedirs(src / osp.dirname(name), exist_ok=True)
+            shutil.copy(osp.join(REPO_ROOT, name), src / name)
+    run([PY, '-m', 'pip', 'install', '-q', '--no-deps', '--no-build-isolation', '--target',
+         str(target), str(src)])
+    installed = target / 'ms_rcnn' / '.mim'
+    assert (installed / 'configs' / 'ms_rcnn' / 'ms-rcnn_r50_fpn_1x_coco.py').is_file()
+    assert (installed / 'tools' / 'train.py').is_file() and not osp.islink(installed / 'tools')
+    env = dict(os.environ, PYTHONPATH=str(target))
+    cfg = user_config(tmp_path, 'ms_rcnn::ms_rcnn/ms-rcnn_r50_fpn_1x_coco.py')
+    check = CHECK_INHERIT + '; import ms_rcnn; print(ms_rcnn.__file__)'
+    out = run([PY, '-c', check, cfg], cwd=str(tmp_path), env=env)
+    assert 'ms_rcnn.MaskScoringRCNN 512' in out and str(target) in out
+    work = tmp_path / 'work'
+    out = run([MIM, 'train', 'ms_rcnn', TOY_CONFIG, '--work-dir', str(work), '--data-root',
+               toy_root, '--cfg-options', 'train_cfg.max_epochs=1'], cwd=str(tmp_path), env=env)
+    assert str(installed / 'tools' / 'train.py') in out or osp.isfile(work / 'epoch_1.pth')
+    assert osp.isfile(work / 'epoch_1.pth')
+    out = run([MIM, 'test', 'ms_rcnn', TOY_CONFIG, '--checkpoint', str(work / 'epoch_1.pth'),
+               '--work-dir', str(work), '--data-root', toy_root], cwd=str(tmp_path), env=env)
+    assert 'Testing finished successfully' in out
