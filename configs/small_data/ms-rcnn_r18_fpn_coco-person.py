@@ -6,7 +6,9 @@ model = dict(
     type='ms_rcnn.MaskScoringRCNN',
     roi_head=dict(
         type='ms_rcnn.MaskScoringRoIHead',
-        mask_iou_head=dict(type='ms_rcnn.MaskIoUHead', num_classes=1)),
+        mask_iou_head=dict(type='ms_rcnn.MaskIoUHead', in_channels={{_base_.channels}},
+                           conv_out_channels={{_base_.channels}}, fc_out_channels=512,
+                           num_classes=1)),
     train_cfg=dict(rcnn=dict(mask_thr_binary=0.5)))
 val_evaluator = dict(type='ms_rcnn.MaskScoringCocoMetric')
 test_evaluator = val_evaluator

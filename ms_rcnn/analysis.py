@@ -1,0 +1,195 @@
+"""Does the mask score track mask quality? The paper's analysis, as reusable functions.
+
+For every detection we keep its classification score, its predicted MaskIoU (MS R-CNN only), its
+mask score and the true IoU of its mask with the best-matching ground-truth instance of its
+class. From these: correlations with the true IoU, the MaskIoU error, and COCO segm AP with the
+masks ranked three ways (classification score, mask score, classification score x true IoU:
+the paper's upper bound).
+"""
+import contextlib
+import io
+from typing import Dict, List, Optional, Sequence
+
+import numpy as np
+import pycocotools.mask as mask_utils
+from pycocotools.coco import COCO
+from pycocotools.cocoeval import COCOeval
+from scipy.stats import pearsonr, spearmanr
+
+#: Record fields; ``mask_iou`` is NaN for models without a MaskIoU head.
+FIELDS = ('image_id', 'category_id', 'bbox_score', 'mask_iou', 'mask_score', 'true_iou')
+
+
+def true_ious(det_rles: List[dict], det_cats: Sequence[int], gt_rles: List[dict],
+              gt_cats: Sequence[int]) -> np.ndarray:
+    """IoU of each detected mask with the best ground-truth instance of its class.
+
+    Args:
+        det_rles (list[dict]): Detected masks of one image as COCO RLEs.
+        det_cats (Sequence[int]): Category id of each detection.
+        gt_rles (list[dict]): Non-crowd ground-truth masks of the image as RLEs.
+        gt_cats (Sequence[int]): Category id of each ground-truth instance.
+
+    Returns:
+        np.ndarray: Shape (D,), 0 where the image has no instance of the class.
+    """
+    if not det_rles:
+        return np.zeros(0)
+    if not gt_rles:
+        return np.zeros(len(det_rles))
+    ious = np.asarray(mask_utils.iou(det_rles, gt_rles, [0] * len(gt_rles))).reshape(
+        len(det_rles), len(gt_rles))
+    same_class = np.asarray(det_cats)[:, None] == np.asarray(gt_cats)[None, :]
+    return np.where(same_class, ious, 0.0).max(1)
+
+
+def image_records(coco: COCO, image_id: int, det_rles: List[dict], det_cats: Sequence[int],
+                  bbox_scores: np.ndarray, mask_scores: np.ndarray,
+                  mask_ious: Optional[np.ndarray]) -> Dict[str, np.ndarray]:
+    """Per-detection records of one image (see :data:`FIELDS`)."""
+    anns = coco.loadAnns(coco.getAnnIds(imgIds=[image_id], iscrowd=False))
+    gt_rles = [coco.annToRLE(a) for a in anns]
+    num = len(det_rles)
+    return dict(
+        image_id=np.full(num, image_id),
+        category_id=np.asarray(det_cats, dtype=np.int64).reshape(num),
+        bbox_score=np.asarray(bbox_scores, dtype=np.float64).reshape(num),
+        mask_iou=(np.full(num, np.nan) if mask_ious is None else
+                  np.asarray(mask_ious, dtype=np.float64).reshape(num)),
+        mask_score=np.asarray(mask_scores, dtype=np.float64).reshape(num),
+        true_iou=true_ious(det_rles, det_cats, gt_rles, [a['category_id'] for a in anns]))
+
+
+def concat_records(records: List[Dict[str, np.ndarray]]) -> Dict[str, np.ndarray]:
+    """Join per-image records into arrays of all detections."""
+    if not records:
+        return {k: np.zeros(0) for k in FIELDS}
+    return {k: np.concatenate([r[k] for r in records]) for k in FIELDS}
+
+
+def correlations(score: np.ndarray, truth: np.ndarray) -> Dict[str, float]:
+    """Pearson and Spearman correlation; NaN when either side is constant or too short."""
+    score, truth = np.asarray(score, float), np.asarray(truth, float)
+    if len(score) < 3 or np.ptp(score) == 0 or np.ptp(truth) == 0:
+        return dict(pearson=float('nan'), spearman=float('nan'))
+    return dict(pearson=float(pearsonr(score, truth)[0]),
+                spearman=float(spearmanr(score, truth)[0]))
+
+
+def segm_ap(coco: COCO, records: Dict[str, np.ndarray], rles: List[dict],
+            scores: np.ndarray) -> Dict[str, float]:
+    """COCO segm AP, AP50 and AP75 of the detections ranked by ``scores``.
+
+    Args:
+        coco (COCO): Ground truth.
+        records (dict): Records of all detections (for image and category ids).
+        rles (list[dict]): Detected masks, aligned with the records.
+        scores (np.ndarray): The ranking score of each detection.
+
+    Returns:
+        dict: ``AP``, ``AP50``, ``AP75`` (0 to 100); NaN when there is nothing to evaluate.
+    """
+    if len(rles) == 0:
+        return dict(AP=float('nan'), AP50=float('nan'), AP75=float('nan'))
+    results = [
+        dict(image_id=int(i), category_id=int(c), segmentation=r, score=float(s))
+        for i, c, r, s in zip(records['image_id'], records['category_id'], rles, scores)
+    ]
+    with contextlib.redirect_stdout(io.StringIO()):
+        dets = coco.loadRes(results)
+        evaluator = COCOeval(coco, dets, 'segm')
+        evaluator.params.imgIds = sorted({int(i) for i in records['image_id']} |
+                                         set(coco.getImgIds()))
+        evaluator.evaluate()
+        evaluator.accumulate()
+        evaluator.summarize()
+    stats = evaluator.stats
+    return dict(AP=100 * float(stats[0]), AP50=100 * float(stats[1]), AP75=100 * float(stats[2]))
+
+
+def summarize(coco: COCO, records: Dict[str, np.ndarray], rles: List[dict]) -> dict:
+    """The full report: correlations, MaskIoU error and the three rankings' segm AP.
+
+    Models without a MaskIoU head (NaN ``mask_iou``) get the classification-score rows and the
+    upper bound only.
+    """
+    truth = records['true_iou']
+    has_iou = len(truth) > 0 and not np.isnan(records['mask_iou']).any()
+    report = dict(num_detections=int(len(truth)), has_mask_iou_head=bool(has_iou),
+                  correlation=dict(classification_score=correlations(records['bbox_score'],
+                                                                     truth)),
+                  segm_ap=dict(by_classification_score=segm_ap(coco, records, rles,
+                                                               records['bbox_score'])))
+    if has_iou:
+        report['correlation']['predicted_mask_iou'] = correlations(records['mask_iou'], truth)
+        report['correlation']['mask_score'] = correlations(records['mask_score'], truth)
+        report['mask_iou_mae'] = float(np.abs(records['mask_iou'] - truth).mean())
+        report['segm_ap']['by_mask_score'] = segm_ap(coco, records, rles, records['mask_score'])
+    report['segm_ap']['by_classification_score_x_true_iou'] = segm_ap(
+        coco, records, rles, records['bbox_score'] * truth)
+    return report
+
+
+def calibration_curve(predicted: np.ndarray, truth: np.ndarray,
+                      bins: int = 10) -> Dict[str, List[float]]:
+    """Mean true IoU per bin of predicted IoU (bins over [0, 1]; empty bins left out)."""
+    edges = np.linspace(0, 1, bins + 1)
+    which = np.clip(np.digitize(predicted, edges) - 1, 0, bins - 1)
+    curve = dict(predicted=[], true=[], count=[])
+    for b in range(bins):
+        sel = which == b
+        if sel.any():
+            curve['predicted'].append(float(predicted[sel].mean()))
+            curve['true'].append(float(truth[sel].mean()))
+            curve['count'].append(int(sel.sum()))
+    return curve
+
+
+def plot_report(records: Dict[str, np.ndarray], path: str, title: str = '') -> None:
+    """Score against true IoU for the classification and mask scores, and a calibration curve
+    of predicted against true IoU, side by side, written to ``path`` (PNG)."""
+    import matplotlib
+    matplotlib.use('Agg')
+    import matplotlib.pyplot as plt
+    truth = records['true_iou']
+    has_iou = len(truth) > 0 and not np.isnan(records['mask_iou']).any()
+    panels = 3 if has_iou else 1
+    fig, axes = plt.subplots(1, panels, figsize=(5 * panels, 4.5), squeeze=False)
+    axes = axes[0]
+    scatter = [('classification score', records['bbox_score'])]
+    if has_iou:
+        scatter.append(('mask score (cls x MaskIoU)', records['mask_score']))
+    for ax, (name, score) in zip(axes, scatter):
+        corr = correlations(score, truth)
+        ax.scatter(truth, score, s=6, alpha=0.5)
+        ax.set(xlabel='true mask IoU', ylabel=name, xlim=(0, 1), ylim=(0, 1),
+               title=f'{name}\nPearson {corr["pearson"]:.3f}, Spearman {corr["spearman"]:.3f}')
+    if has_iou:
+        curve = calibration_curve(records['mask_iou'], truth)
+        ax = axes[2]
+        ax.plot([0, 1], [0, 1], 'k--', lw=1, label='ideal')
+        ax.plot(curve['predicted'], curve['true'], 'o-', label='MaskIoU head')
+        mae = np.abs(records['mask_iou'] - truth).mean()
+        ax.set(xlabel='predicted MaskIoU', ylabel='mean true IoU', xlim=(0, 1), ylim=(0, 1),
+               title=f'calibration (MAE {mae:.3f})')
+        ax.legend(loc='upper left')
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def format_report(report: dict) -> str:
+    """A human-readable table of the report."""
+    lines = [f"detections: {report['num_detections']}", 'correlation with the true IoU:']
+    for name, corr in report['correlation'].items():
+        lines.append(f"  {name:<22} Pearson {corr['pearson']:7.3f}  "
+                     f"Spearman {corr['spearman']:7.3f}")
+    if 'mask_iou_mae' in report:
+        lines.append(f"MaskIoU mean absolute error: {report['mask_iou_mae']:.3f}")
+    lines.append('segm AP with masks ranked')
+    for name, ap in report['segm_ap'].items():
+        lines.append(f"  {name:<36} AP {ap['AP']:6.2f}  AP50 {ap['AP50']:6.2f}  "
+                     f"AP75 {ap['AP75']:6.2f}")
+    return '\n'.join(lines)

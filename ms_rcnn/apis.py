@@ -1,0 +1,148 @@
+"""High-level helpers: run a checkpoint over a test split, and draw predictions."""
+import json
+import os
+import os.path as osp
+from typing import List, Optional, Tuple
+
+import cv2
+import numpy as np
+import pycocotools.mask as mask_utils
+import torch
+from mmengine.config import Config
+from mmengine.registry import init_default_scope
+from mmengine.runner import Runner, load_checkpoint
+from pycocotools.coco import COCO
+from tqdm import tqdm
+
+from .analysis import concat_records, image_records, plot_report, summarize
+from .utils.config import set_data_root
+
+
+def build_test_loader(cfg: Config):
+    """The test dataloader of a config, single-process and without shuffling."""
+    loader_cfg = cfg.test_dataloader.copy()
+    loader_cfg.update(num_workers=0, persistent_workers=False)
+    return Runner.build_dataloader(loader_cfg)
+
+
+def load_model(cfg: Config, checkpoint: str, device: str = 'cpu') -> torch.nn.Module:
+    """Build the config's model, load the checkpoint (safe loading) and switch to eval."""
+    from mmdet.registry import MODELS
+    init_default_scope(cfg.get('default_scope', 'mmdet'))
+    model = MODELS.build(cfg.model)
+    load_checkpoint(model, checkpoint, map_location='cpu')
+    return model.to(device).eval()
+
+
+def predict_records(cfg: Config, checkpoint: str, device: str = 'cpu',
+                    progress: bool = True) -> Tuple[COCO, dict, List[dict], list]:
+    """Run the checkpoint over the test split and record every detection.
+
+    Returns:
+        tuple: the ground truth (COCO), the records (see :data:`ms_rcnn.analysis.FIELDS`), the
+        detected masks as RLEs (aligned with the records), and the data samples (predictions on
+        the CPU, without masks beyond the first 8 images) for drawing.
+    """
+    model = load_model(cfg, checkpoint, device)
+    loader = build_test_loader(cfg)
+    dataset = loader.dataset
+    coco = COCO(dataset.ann_file) if hasattr(dataset, 'ann_file') else None
+    if coco is None:
+        raise ValueError('the test dataset must be a COCO-style dataset with an ann_file')
+    cat_ids = dataset.cat_ids
+    records, rles, kept = [], [], []
+    with torch.no_grad():
+        for data in tqdm(loader, desc='inference', disable=not progress):
+            for sample in model.test_step(data):
+                pred = sample.pred_instances.cpu()
+                masks = pred.masks.numpy().astype(np.uint8)
+                img_rles = [mask_utils.encode(np.asfortranarray(m)) for m in masks]
+                cats = [cat_ids[int(label)] for label in pred.labels]
+                has_iou = 'mask_ious' in pred
+                records.append(image_records(
+                    coco, sample.img_id, img_rles, cats,
+                    (pred.bbox_scores if has_iou else pred.scores).numpy(),
+                    pred.scores.numpy(), pred.mask_ious.numpy() if has_iou else None))
+                rles += img_rles
+                if len(kept) < 8:
+                    kept.append(sample.cpu())
+    return coco, concat_records(records), rles, kept
+
+
+def analyse_checkpoint(config: str, checkpoint: str, out_dir: str,
+                       data_root: Optional[str] = None, device: str = 'cpu',
+                       progress: bool = True) -> dict:
+    """The MaskIoU analysis of a checkpoint: writes ``summary.json`` and ``analysis.png``.
+
+    Args:
+        config (str): Config file.
+        checkpoint (str): Checkpoint file.
+        out_dir (str): Output directory.
+        data_root (str, optional): Dataset root to use instead of the config's.
+        device (str): Inference device. Defaults to 'cpu'.
+        progress (bool): Show a progress bar. Defaults to True.
+
+    Returns:
+        dict: The summary (also written to ``out_dir/summary.json``), with the output paths.
+    """
+    cfg = Config.fromfile(config)
+    if data_root is not None:
+        set_data_root(cfg, data_root)
+    coco, records, rles, samples = predict_records(cfg, checkpoint, device, progress)
+    report = summarize(coco, records, rles)
+    os.makedirs(out_dir, exist_ok=True)
+    report['figure'] = osp.join(out_dir, 'analysis.png')
+    report['summary'] = osp.join(out_dir, 'summary.json')
+    report['config'], report['checkpoint'] = config, checkpoint
+    plot_report(records, report['figure'], title=osp.basename(config))
+    with open(report['summary'], 'w') as f:
+        json.dump(report, f, indent=2)
+    report['_samples'] = samples
+    return report
+
+
+def draw_predictions(image: np.ndarray, pred, classes, score_thr: float = 0.3) -> np.ndarray:
+    """Draw masks, boxes and both scores (classification and mask score) on a BGR image.
+
+    Args:
+        image (np.ndarray): BGR image (H, W, 3).
+        pred (InstanceData): Predictions (CPU) with ``masks``, ``bboxes``, ``labels``,
+            ``scores`` and optionally ``bbox_scores`` and ``mask_ious``.
+        classes (Sequence[str]): Class names.
+        score_thr (float): Draw detections whose mask score is at least this.
+
+    Returns:
+        np.ndarray: The drawn image.
+    """
+    canvas = image.copy()
+    rng = np.random.default_rng(0)
+    keep = (pred.scores >= score_thr).nonzero().flatten().tolist()
+    for i in keep:
+        colour = tuple(int(c) for c in rng.integers(60, 255, 3))
+        mask = pred.masks[i].numpy().astype(bool)
+        canvas[mask] = (0.5 * canvas[mask] + 0.5 * np.array(colour)).astype(np.uint8)
+        x1, y1, x2, y2 = [int(v) for v in pred.bboxes[i].tolist()]
+        cv2.rectangle(canvas, (x1, y1), (x2, y2), colour, 1)
+        name = classes[int(pred.labels[i])]
+        if 'bbox_scores' in pred:
+            text = (f'{name} cls {float(pred.bbox_scores[i]):.2f} '
+                    f'iou {float(pred.mask_ious[i]):.2f} mask {float(pred.scores[i]):.2f}')
+        else:
+            text = f'{name} cls {float(pred.scores[i]):.2f}'
+        cv2.putText(canvas, text, (x1, max(y1 - 3, 8)), cv2.FONT_HERSHEY_SIMPLEX, 0.3,
+                    colour, 1, cv2.LINE_AA)
+    return canvas
+
+
+def save_visualizations(samples, classes, out_dir: str, score_thr: float = 0.3) -> List[str]:
+    """Draw the predictions of each data sample on its image and save PNGs side by side with
+    the original image. Returns the paths written."""
+    os.makedirs(out_dir, exist_ok=True)
+    paths = []
+    for sample in samples:
+        image = cv2.imread(sample.img_path)
+        drawn = draw_predictions(image, sample.pred_instances, classes, score_thr)
+        path = osp.join(out_dir, osp.splitext(osp.basename(sample.img_path))[0] + '_pred.png')
+        cv2.imwrite(path, np.concatenate([image, drawn], axis=1))
+        paths.append(path)
+    return paths

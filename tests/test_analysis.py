@@ -1,0 +1,149 @@
+"""The MaskIoU analysis maths on hand-made detections with known IoUs."""
+import contextlib
+import io
+import math
+
+import numpy as np
+import pycocotools.mask as mask_utils
+import pytest
+from pycocotools.coco import COCO
+
+from ms_rcnn import analysis as A
+
+SIZE = 20
+
+
+def square(x0, y0, x1, y1):
+    mask = np.zeros((SIZE, SIZE), np.uint8)
+    mask[y0:y1, x0:x1] = 1
+    return mask
+
+
+def rle(mask):
+    return mask_utils.encode(np.asfortranarray(mask))
+
+
+def gt_coco(instances):
+    """COCO ground truth from {image_id: [(category_id, mask), ...]}."""
+    images, anns = [], []
+    for image_id, objs in instances.items():
+        images.append(dict(id=image_id, width=SIZE, height=SIZE, file_name=f'{image_id}.png'))
+        for category_id, mask in objs:
+            r = rle(mask)
+            r['counts'] = r['counts'].decode()
+            x, y, w, h = mask_utils.toBbox(r).tolist()
+            anns.append(dict(id=len(anns) + 1, image_id=image_id, category_id=category_id,
+                             segmentation=r, area=float(mask.sum()), bbox=[x, y, w, h],
+                             iscrowd=0))
+    coco = COCO()
+    coco.dataset = dict(images=images, annotations=anns,
+                        categories=[dict(id=1, name='a'), dict(id=2, name='b')])
+    with contextlib.redirect_stdout(io.StringIO()):
+        coco.createIndex()
+    return coco
+
+
+GT = square(0, 0, 10, 10)  # 100 px
+HALF_OFF = square(0, 0, 10, 5)  # IoU 0.5 with GT
+
+
+def test_true_ious_pick_the_best_instance_of_the_same_class():
+    gts = [rle(GT), rle(square(10, 10, 20, 20))]
+    dets = [rle(square(0, 0, 10, 8)),    # 0.8 with GT 0 (class 1)
+            rle(square(10, 10, 20, 15)),  # 0.5 with GT 1 (class 2)
+            rle(square(10, 10, 20, 20))]  # 1.0 with GT 1, but predicted as class 1
+    ious = A.true_ious(dets, [1, 2, 1], gts, [1, 2])
+    assert ious.tolist() == pytest.approx([0.8, 0.5, 0.0])
+    assert A.true_ious(dets, [1, 1, 1], [], []).tolist() == [0, 0, 0]
+    assert A.true_ious([], [], gts, [1, 2]).shape == (0, )
+
+
+def test_correlations_by_hand():
+    truth = np.array([0.1, 0.4, 0.5, 0.9])
+    linear = A.correlations(2 * truth + 1, truth)
+    assert linear['pearson'] == pytest.approx(1.0) and linear['spearman'] == pytest.approx(1.0)
+    monotone = A.correlations(truth**4, truth)
+    assert monotone['spearman'] == pytest.approx(1.0) and monotone['pearson'] < 0.99
+    reversed_ = A.correlations(-truth, truth)
+    assert reversed_['spearman'] == pytest.approx(-1.0)
+    # Pearson by hand for a small case: x = (1, 2, 3), y = (1, 3, 2): r = 0.5.
+    assert A.correlations([1, 2, 3], [1, 3, 2])['pearson'] == pytest.approx(0.5)
+    assert math.isnan(A.correlations([1, 1, 1], [0.1, 0.2, 0.3])['pearson'])
+
+
+def records_for(coco, dets):
+    """dets: list of (image_id, category_id, mask, cls_score, predicted_iou)."""
+    recs, rles = [], []
+    for image_id in sorted({d[0] for d in dets}):
+        mine = [d for d in dets if d[0] == image_id]
+        det_rles = [rle(d[2]) for d in mine]
+        cls = np.array([d[3] for d in mine])
+        iou = np.array([d[4] for d in mine])
+        recs.append(A.image_records(coco, image_id, det_rles, [d[1] for d in mine], cls,
+                                    cls * iou, iou))
+        rles += det_rles
+    return A.concat_records(recs), rles
+
+
+def test_three_rankings_by_hand():
+    # One instance. A poor mask (IoU 0.52) has the higher classification score; a perfect mask
+    # has the lower one but a higher predicted IoU.
+    coco = gt_coco({1: [(1, GT)]})
+    poor = square(0, 0, 10, 5)
+    poor[5, 0:2] = 1  # 52 px, all inside the GT: IoU 0.52
+    assert mask_utils.iou([rle(poor)], [rle(GT)], [0])[0][0] == pytest.approx(0.52)
+    dets = [(1, 1, poor, 0.9, 0.5), (1, 1, GT.copy(), 0.5, 0.95)]
+    records, rles = records_for(coco, dets)
+    assert records['true_iou'].tolist() == pytest.approx([0.52, 1.0])
+    report = A.summarize(coco, records, rles)
+    # Ranked by classification score: at IoU 0.5 the poor mask is a true positive and the
+    # perfect one a duplicate (AP 100); at 0.55 <= t <= 0.95 the poor one is a false positive
+    # ranked first (precision 1/2 at full recall: AP 50). Mean over 10 thresholds: 55.
+    assert report['segm_ap']['by_classification_score']['AP'] == pytest.approx(55.0)
+    assert report['segm_ap']['by_classification_score']['AP50'] == pytest.approx(100.0)
+    # Mask score 0.45 vs 0.475 and cls x true IoU 0.468 vs 0.5 both put the perfect mask first.
+    assert report['segm_ap']['by_mask_score']['AP'] == pytest.approx(100.0)
+    assert report['segm_ap']['by_classification_score_x_true_iou']['AP'] == pytest.approx(100.0)
+    assert report['mask_iou_mae'] == pytest.approx((0.02 + 0.05) / 2)
+    assert report['num_detections'] == 2 and report['has_mask_iou_head']
+
+
+def test_plain_mask_rcnn_records_have_classification_rows_only(tmp_path):
+    coco = gt_coco({1: [(1, GT)], 2: [(2, square(5, 5, 15, 15))]})
+    dets = [rle(GT), rle(HALF_OFF)]
+    rec = A.image_records(coco, 1, dets, [1, 1], np.array([0.9, 0.3]), np.array([0.9, 0.3]),
+                          None)
+    records = A.concat_records([rec])
+    report = A.summarize(coco, records, dets)
+    assert not report['has_mask_iou_head']
+    assert set(report['correlation']) == {'classification_score'}
+    assert set(report['segm_ap']) == {'by_classification_score',
+                                      'by_classification_score_x_true_iou'}
+    assert 'mask_iou_mae' not in report
+    A.plot_report(records, str(tmp_path / 'fig.png'))
+    assert (tmp_path / 'fig.png').stat().st_size > 1000
+
+
+def test_empty_detections():
+    coco = gt_coco({1: [(1, GT)]})
+    report = A.summarize(coco, A.concat_records([]), [])
+    assert report['num_detections'] == 0
+    assert math.isnan(report['segm_ap']['by_classification_score']['AP'])
+
+
+def test_calibration_curve_by_hand():
+    predicted = np.array([0.05, 0.08, 0.55, 0.95])
+    truth = np.array([0.1, 0.3, 0.5, 1.0])
+    curve = A.calibration_curve(predicted, truth, bins=10)
+    assert curve['predicted'] == pytest.approx([0.065, 0.55, 0.95])
+    assert curve['true'] == pytest.approx([0.2, 0.5, 1.0])
+    assert curve['count'] == [2, 1, 1]
+
+
+def test_format_report_lists_every_row():
+    coco = gt_coco({1: [(1, GT)]})
+    records, rles = records_for(coco, [(1, 1, GT.copy(), 0.9, 0.9)])
+    text = A.format_report(A.summarize(coco, records, rles))
+    for name in ('classification_score', 'predicted_mask_iou', 'mask_score', 'by_mask_score',
+                 'MaskIoU mean absolute error'):
+        assert name in text
