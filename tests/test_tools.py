@@ -127,3 +127,45 @@ def test_non_editable_install_serves_mim_and_config_inheritance(trained, toy_roo
     out = run([MIM, 'test', 'ms_rcnn', TOY_CONFIG, '--checkpoint', str(work / 'epoch_1.pth'),
                '--work-dir', str(work), '--data-root', toy_root], cwd=str(tmp_path), env=env)
     assert 'Testing finished successfully' in out
+
+
+def test_mask_score_analysis_tool(trained, toy_root, tmp_path):
+    out = run([PY, 'tools/analysis_tools/mask_score_analysis.py', TOY_CONFIG,
+               osp.join(trained, 'epoch_2.pth'), '--data-root', toy_root, '--out-dir',
+               str(tmp_path)])
+    with open(tmp_path / 'summary.json') as f:
+        summary = json.load(f)
+    assert summary['has_mask_iou_head'] is True or summary['num_detections'] == 0
+    assert set(summary['segm_ap']) >= {'by_classification_score',
+                                       'by_classification_score_x_true_iou'}
+    assert (tmp_path / 'analysis.png').stat().st_size > 1000
+    assert 'segm AP with masks ranked' in out
+
+
+@pytest.mark.slow
+def test_demo_end_to_end_on_tiny_data(tmp_path):
+    from ms_rcnn.testing import make_toy_coco
+    root = str(tmp_path / 'data')
+    make_toy_coco(root, num_images=4, size=(128, 128), classes=('nucleus', ))
+    out = run([PY, 'tools/demo.py', '--data-root', root, '--max-iters', '3', '--work-dir',
+               str(tmp_path / 'demo')])
+    with open(tmp_path / 'demo' / 'demo_summary.json') as f:
+        summary = json.load(f)
+    assert osp.isfile(summary['checkpoint']) and summary['data_root'] == root
+    assert osp.isfile(summary['analysis']['figure'])
+    assert len(summary['visualizations']) == 4
+    assert all(osp.isfile(p) for p in summary['visualizations'])
+    for line in ('checkpoint:', 'analysis summary:', 'analysis figure:', 'visualizations:'):
+        assert line in out
+
+
+def test_mmdet_inference_api_loads_our_checkpoint(trained, toy_root):
+    """mmdet's own init_detector/inference_detector: custom_imports brings in ms_rcnn."""
+    from mmdet.apis import inference_detector, init_detector
+    from mmengine.config import Config
+    cfg = Config.fromfile(TOY_CONFIG)
+    model = init_detector(cfg, osp.join(trained, 'epoch_2.pth'), device='cpu')
+    state = torch.load(osp.join(trained, 'epoch_2.pth'))['state_dict']
+    assert all(torch.equal(v, state[k]) for k, v in model.state_dict().items())
+    result = inference_detector(model, osp.join(toy_root, 'images', 'val', 'val_0001.png'))
+    assert {'scores', 'bbox_scores', 'mask_ious', 'masks'} <= set(result.pred_instances.keys())

@@ -6,8 +6,8 @@ _base_ = 'mmdet::mask_rcnn/mask-rcnn_r50_fpn_1x_coco.py'
 
 data_root = '../shared/data/coco_person/'
 metainfo = dict(classes=('person', ), palette=[(220, 20, 60)])
-image_scale = (640, 480)
-max_epochs = 24
+image_scale = (512, 384)
+max_epochs = 12
 norm_cfg = dict(type='GN', num_groups=32, requires_grad=True)
 
 # 128-channel FPN and heads: about 4x cheaper than mmdet's 256 channels, which matters on CPU.
