@@ -1,14 +1,13 @@
 """Train a detector with ms_rcnn's modules registered (mmdet's tools/train.py interface)."""
 import argparse
 import os
-import os.path as osp
 
 from mmengine.config import Config, DictAction
 from mmengine.registry import RUNNERS
 from mmengine.runner import Runner
 
 import ms_rcnn  # noqa: F401  registers modules and the safe checkpoint loader
-from ms_rcnn.utils.config import set_data_root
+from ms_rcnn.utils.config import load_config
 from mmdet.utils import setup_cache_size_limit_of_dynamo
 
 
@@ -35,16 +34,8 @@ def parse_args(argv=None):
 
 def build_config(args) -> Config:
     """The config with command-line overrides applied."""
-    cfg = Config.fromfile(args.config)
-    cfg.launcher = args.launcher
-    if args.cfg_options is not None:
-        cfg.merge_from_dict(args.cfg_options)
-    if args.data_root is not None:
-        set_data_root(cfg, args.data_root)
-    if args.work_dir is not None:
-        cfg.work_dir = args.work_dir
-    elif cfg.get('work_dir', None) is None:
-        cfg.work_dir = osp.join('./work_dirs', osp.splitext(osp.basename(args.config))[0])
+    cfg = load_config(args.config, args.cfg_options, args.data_root, args.work_dir,
+                      args.launcher)
     if args.amp:
         if cfg.optim_wrapper.get('type', 'OptimWrapper') != 'AmpOptimWrapper':
             cfg.optim_wrapper.type = 'AmpOptimWrapper'

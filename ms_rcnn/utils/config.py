@@ -1,5 +1,6 @@
 """Helpers that adjust configs for a user's data."""
 import os.path as osp
+from typing import Optional
 
 from mmengine.config import Config
 from mmengine.config import utils as config_utils
@@ -43,6 +44,36 @@ def set_data_root(cfg: Config, data_root: str) -> Config:
             for metric in evaluator if isinstance(evaluator, list) else [evaluator]:
                 if 'ann_file' in metric:
                     metric.ann_file = osp.join(data_root, ann_files[-1])
+    return cfg
+
+
+def load_config(path: str, cfg_options: Optional[dict] = None, data_root: Optional[str] = None,
+                work_dir: Optional[str] = None, launcher: str = 'none') -> Config:
+    """Read a config and apply the command-line overrides shared by our tools.
+
+    Args:
+        path (str): Config file.
+        cfg_options (dict, optional): ``--cfg-options`` overrides.
+        data_root (str, optional): ``--data-root`` (see :func:`set_data_root`).
+        work_dir (str, optional): ``--work-dir``; defaults to ``./work_dirs/<config name>``
+            unless the config sets one.
+        launcher (str): ``--launcher``.
+
+    Returns:
+        Config: The config.
+    """
+    if not osp.isfile(path):
+        raise FileNotFoundError(f'config {path} does not exist')
+    cfg = Config.fromfile(path)
+    cfg.launcher = launcher
+    if cfg_options:
+        cfg.merge_from_dict(cfg_options)
+    if data_root is not None:
+        set_data_root(cfg, data_root)
+    if work_dir is not None:
+        cfg.work_dir = work_dir
+    elif cfg.get('work_dir', None) is None:
+        cfg.work_dir = osp.join('./work_dirs', osp.splitext(osp.basename(path))[0])
     return cfg
 
 
