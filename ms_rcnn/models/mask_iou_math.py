@@ -119,30 +119,24 @@ class SummedAreaTables(NamedTuple):
     totals: Tensor
 
 
-def _count_dtype(height: int, width: int) -> torch.dtype:
-    """A float dtype that counts up to height * width pixels exactly."""
-    return torch.float32 if height * width < 2**24 else torch.float64
-
-
-def summed_area_table(masks: Tensor, dtype: torch.dtype = torch.float32) -> Tensor:
+def summed_area_table(masks: Tensor) -> Tensor:
     """Summed-area tables with a leading row and column of zeros.
 
     Args:
-        masks (Tensor): Binary masks, shape (G, H, W).
-        dtype (torch.dtype): Counting dtype (floats count integers exactly below 2**24).
+        masks (Tensor): Binary masks, shape (G, H, W) or (H, W).
 
     Returns:
-        Tensor: ``t[g, y, x]`` = pixels of mask g above row y and left of column x,
-        shape (G, H + 1, W + 1).
+        Tensor: int32 table where ``t[..., y, x]`` counts the pixels above row y and left of
+        column x, shape (G, H + 1, W + 1) or (H + 1, W + 1).
     """
-    table = torch.nn.functional.pad(masks.to(dtype), (1, 0, 1, 0))
-    return table.cumsum_(1).cumsum_(2)
+    table = torch.nn.functional.pad(masks.to(torch.int32), (1, 0, 1, 0))
+    return table.cumsum_(-2).cumsum_(-1)
 
 
 def full_tables(masks: Tensor) -> SummedAreaTables:
     """Tables over the whole image for every instance (no host synchronisation)."""
     num, height, width = masks.shape
-    table = summed_area_table(masks, _count_dtype(height, width))
+    table = summed_area_table(masks)
     step = (height + 1) * (width + 1)
     device = masks.device
     return SummedAreaTables(
@@ -154,34 +148,35 @@ def full_tables(masks: Tensor) -> SummedAreaTables:
 
 
 def extent_tables(masks: Tensor) -> SummedAreaTables:
-    """Tables over each instance's nonzero extent (reads the extents on the host)."""
-    num, height, width = masks.shape
-    rows = masks.amax(2).bool()  # (G, H)
-    cols = masks.amax(1).bool()  # (G, W)
-    dtype = _count_dtype(height, width)
+    """Tables over each instance's nonzero extent (reads the extents on the host).
+
+    Rows are found over the whole image, columns only within the instance's rows.
+    """
+    rows = masks.amax(2)  # (G, H)
     pieces, offsets, origins, sizes, totals = [], [], [], [], []
     offset = 0
-    for g in range(num):
-        ys, xs = rows[g].nonzero(), cols[g].nonzero()
+    for g in range(masks.size(0)):
+        ys = rows[g].nonzero()
         if len(ys) == 0:
             top = left = bottom = right = 0
         else:
             top, bottom = int(ys[0]), int(ys[-1]) + 1
+            xs = masks[g, top:bottom].amax(0).nonzero()
             left, right = int(xs[0]), int(xs[-1]) + 1
-        table = summed_area_table(masks[g:g + 1, top:bottom, left:right], dtype)
+        table = summed_area_table(masks[g, top:bottom, left:right])
         pieces.append(table.flatten())
         offsets.append(offset)
         offset += table.numel()
         origins.append((left, top))
         sizes.append((right - left, bottom - top))
-        totals.append(table[0, -1, -1])
+        totals.append(table[-1, -1])
     device = masks.device
     return SummedAreaTables(
-        flat=torch.cat(pieces) if pieces else masks.new_zeros((0, ), dtype=dtype),
+        flat=torch.cat(pieces) if pieces else masks.new_zeros((0, ), dtype=torch.int32),
         offsets=torch.tensor(offsets, dtype=torch.long, device=device),
         origins=torch.tensor(origins, dtype=torch.long, device=device).reshape(-1, 2),
         sizes=torch.tensor(sizes, dtype=torch.long, device=device).reshape(-1, 2),
-        totals=torch.stack(totals) if totals else masks.new_zeros((0, ), dtype=dtype))
+        totals=torch.stack(totals) if totals else masks.new_zeros((0, ), dtype=torch.int32))
 
 
 def window_sums(tables: SummedAreaTables, windows: Tensor, gt_inds: Tensor) -> Tensor:
@@ -193,7 +188,7 @@ def window_sums(tables: SummedAreaTables, windows: Tensor, gt_inds: Tensor) -> T
         gt_inds (Tensor): Instance of each window, shape (P,).
 
     Returns:
-        Tensor: Counts, in the tables' dtype, shape (P,).
+        Tensor: int32 counts, shape (P,).
     """
     origin = tables.origins[gt_inds].repeat(1, 2)  # (P, 4) as (left, top, left, top)
     size = tables.sizes[gt_inds].repeat(1, 2)

@@ -26,33 +26,19 @@ sys.path.insert(0, osp.dirname(osp.abspath(__file__)))
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-import common  # noqa: E402
+import bench_common as common  # noqa: E402
 
 MASK_SIZE = 28
 
 
-def jittered_positives(rng: np.random.Generator, gt_boxes: np.ndarray, num: int, height: int,
-                       width: int, min_iou: float = 0.5, sigma: float = 0.1) -> tuple:
-    """``num`` proposals, each a GT box with Gaussian jitter (sigma x box size per coordinate),
-    clipped to the image, redrawn until its IoU with its GT box exceeds ``min_iou``."""
-    inds = rng.integers(0, len(gt_boxes), num)
-    gt = gt_boxes[inds].astype(np.float64)
-    boxes = np.empty_like(gt)
-    todo = np.arange(num)
-    while len(todo):
-        g = gt[todo]
-        size = np.concatenate([g[:, 2:] - g[:, :2]] * 2, 1)
-        b = g + rng.normal(0.0, sigma, g.shape) * size
-        b[:, 0::2] = b[:, 0::2].clip(0, width)
-        b[:, 1::2] = b[:, 1::2].clip(0, height)
-        b[:, 2:] = np.maximum(b[:, 2:], b[:, :2] + 1.0)
-        lt, rb = np.maximum(b[:, :2], g[:, :2]), np.minimum(b[:, 2:], g[:, 2:])
-        inter = np.prod((rb - lt).clip(min=0), 1)
-        union = np.prod(b[:, 2:] - b[:, :2], 1) + np.prod(g[:, 2:] - g[:, :2], 1) - inter
-        ok = inter / union > min_iou
-        boxes[todo[ok]] = b[ok]
-        todo = todo[~ok]
-    return boxes.astype(np.float32), inds
+def mask_targets(masks: np.ndarray, boxes: np.ndarray, inds: np.ndarray) -> np.ndarray:
+    """Binary (P, 28, 28) targets as mmdet's ``BitmapMasks.crop_and_resize`` makes them
+    (RoIAlign, aligned, then >= 0.5), without its (P, H, W) float copy of the masks."""
+    from mmcv.ops import roi_align
+    rois = torch.cat([torch.from_numpy(inds).float()[:, None], torch.from_numpy(boxes)], 1)
+    feats = torch.from_numpy(masks).float()[:, None].contiguous()  # mmcv needs contiguous
+    out = roi_align(feats, rois, (MASK_SIZE, MASK_SIZE), 1.0, 0, 'avg', True).squeeze(1)
+    return (out >= 0.5).float().numpy()
 
 
 def make_inputs(rng: np.random.Generator, num_images: int, height: int, width: int,
@@ -66,10 +52,9 @@ def make_inputs(rng: np.random.Generator, num_images: int, height: int, width: i
         poly_masks = PolygonMasks(polys, height, width)
         bitmaps = BitmapMasks(
             np.ascontiguousarray(poly_masks.to_bitmap().masks.astype(np.uint8)), height, width)
-        boxes, inds = jittered_positives(rng, common.polygon_boxes(polys), pos_per_img, height,
-                                         width)
-        target = bitmaps.crop_and_resize(boxes, (MASK_SIZE, MASK_SIZE), inds,
-                                         binarize=True).to_ndarray().astype(np.float32)
+        boxes, inds = common.jittered_boxes(rng, common.polygon_boxes(polys), pos_per_img,
+                                            height, width)
+        target = mask_targets(bitmaps.masks, boxes, inds)
         # Logits that mostly agree with the target, with errors near the boundary and noise.
         logits = (2 * target - 1) * 2.0 + rng.normal(0.0, 2.0, target.shape)
         polygon_gts.append(InstanceData(masks=poly_masks))

@@ -37,7 +37,7 @@ def default_device() -> str:
 
 
 def add_common_args(parser: argparse.ArgumentParser, default_threads: Optional[int],
-                    default_repeats: int, default_warmup: int = 1) -> None:
+                    default_repeats: int) -> None:
     parser.add_argument('--device', choices=['cpu', 'cuda'], default=default_device(),
                         help='device of the models and tensors (default: cuda if available)')
     threads_help = ('torch.set_num_threads (intra-op CPU threads); default: '
@@ -45,8 +45,9 @@ def add_common_args(parser: argparse.ArgumentParser, default_threads: Optional[i
     parser.add_argument('--threads', type=int, default=default_threads, help=threads_help)
     parser.add_argument('--repeats', type=int, default=default_repeats,
                         help='timed repeats of each side (interleaved A, B, A, B, ...)')
-    parser.add_argument('--warmup', type=int, default=default_warmup,
-                        help='untimed calls of each side before timing')
+    parser.add_argument('--warmup', type=int, default=None,
+                        help='untimed calls of each side before timing (default: 1 on CPU, '
+                             '3 on CUDA)')
     parser.add_argument('--seed', type=int, default=0, help='seed of the synthetic inputs')
     parser.add_argument('--small', action='store_true',
                         help='tiny sizes, for smoke tests only (numbers are meaningless)')
@@ -61,6 +62,8 @@ def setup(args: argparse.Namespace) -> torch.device:
         torch.set_num_threads(args.threads)
     if args.repeats < 1:
         raise SystemExit(f'--repeats must be >= 1, got {args.repeats}')
+    if args.warmup is None:
+        args.warmup = 3 if args.device == 'cuda' else 1
     if args.device == 'cuda' and not torch.cuda.is_available():
         raise SystemExit('--device cuda asked for, but torch sees no CUDA device')
     return torch.device(args.device)
@@ -383,6 +386,34 @@ def polygon_boxes(polygons: List[list]) -> np.ndarray:
         pts = np.concatenate([np.asarray(p, np.float64).reshape(-1, 2) for p in parts])
         boxes.append([*pts.min(0), *pts.max(0)])
     return np.asarray(boxes, np.float32).reshape(-1, 4)
+
+
+def jittered_boxes(rng: np.random.Generator, gt_boxes: np.ndarray, num: int, height: int,
+                   width: int, min_iou: float = 0.5, sigma: float = 0.1) -> tuple:
+    """``num`` proposals, each a GT box with Gaussian jitter (sigma x box size per coordinate),
+    clipped to the image, redrawn until its IoU with its GT box exceeds ``min_iou``.
+
+    Returns:
+        tuple: float32 boxes (num, 4) and the index of each box's GT box (num, ).
+    """
+    inds = rng.integers(0, len(gt_boxes), num)
+    gt = gt_boxes[inds].astype(np.float64)
+    boxes = np.empty_like(gt)
+    todo = np.arange(num)
+    while len(todo):
+        g = gt[todo]
+        size = np.concatenate([g[:, 2:] - g[:, :2]] * 2, 1)
+        b = g + rng.normal(0.0, sigma, g.shape) * size
+        b[:, 0::2] = b[:, 0::2].clip(0, width)
+        b[:, 1::2] = b[:, 1::2].clip(0, height)
+        b[:, 2:] = np.maximum(b[:, 2:], b[:, :2] + 1.0)
+        lt, rb = np.maximum(b[:, :2], g[:, :2]), np.minimum(b[:, 2:], g[:, 2:])
+        inter = np.prod((rb - lt).clip(min=0), 1)
+        union = np.prod(b[:, 2:] - b[:, :2], 1) + np.prod(g[:, 2:] - g[:, :2], 1) - inter
+        ok = inter / union > min_iou
+        boxes[todo[ok]] = b[ok]
+        todo = todo[~ok]
+    return boxes.astype(np.float32), inds
 
 
 def synthetic_image(rng: np.random.Generator, polygons: List[list], height: int,

@@ -1,0 +1,102 @@
+"""The benchmark scripts in tools/benchmark keep working (tiny sizes, one repeat, CPU).
+
+These check that each script runs end to end, writes its JSON, and that its correctness guards
+hold; the timings of --small runs mean nothing. The whole file takes about 30-50 s on two
+CPU cores (the training and inference tests each build R-50 detectors); if that grows, mark
+those two ``slow``.
+"""
+import importlib.util
+import json
+import os.path as osp
+import sys
+
+from ms_rcnn.testing import REPO_ROOT
+
+BENCH_DIR = osp.join(REPO_ROOT, 'tools', 'benchmark')
+
+
+def load(name):
+    if BENCH_DIR not in sys.path:
+        sys.path.insert(0, BENCH_DIR)
+    spec = importlib.util.spec_from_file_location(f'bench_{name}_under_test',
+                                                  osp.join(BENCH_DIR, f'{name}.py'))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def smoke_args(tmp_path, *extra):
+    out = tmp_path / 'out.json'
+    return ['--device', 'cpu', '--threads', '1', '--small', '--repeats', '1', '--warmup', '0',
+            '--json', str(out), *extra], out
+
+
+def check_header(header, sizes_key):
+    assert header['device'] == 'cpu'
+    assert header['torch_threads'] == 1
+    assert {'torch', 'mmcv', 'mmdet', 'mmengine', 'ms_rcnn'} <= set(header['versions'])
+    assert sizes_key in header['sizes']
+
+
+def test_common_helpers():
+    common = load('bench_common')
+    import numpy as np
+    rng = np.random.default_rng(0)
+    gt = np.array([[10, 10, 50, 40], [60, 5, 90, 90]], np.float32)
+    boxes, inds = common.jittered_boxes(rng, gt, 200, 100, 120)
+    g = gt[inds]
+    lt, rb = np.maximum(boxes[:, :2], g[:, :2]), np.minimum(boxes[:, 2:], g[:, 2:])
+    inter = np.prod((rb - lt).clip(min=0), 1)
+    union = np.prod(boxes[:, 2:] - boxes[:, :2], 1) + np.prod(g[:, 2:] - g[:, :2], 1) - inter
+    assert (inter / union > 0.5).all()
+    assert (boxes[:, 0::2] <= 120).all() and (boxes[:, 1::2] <= 100).all() and (boxes >= 0).all()
+    assert common.parse_size('512x672') == (512, 672)
+
+    import torch
+    calls = []
+    res = common.run_interleaved(
+        [common.Side('a', lambda x: calls.append(('a', x)), prepare=lambda i: i),
+         common.Side('b', lambda x: calls.append(('b', x)), prepare=lambda i: i)],
+        repeats=2, warmup=1, device=torch.device('cpu'), memory=True)
+    assert calls == [('a', 0), ('b', 0), ('a', 1), ('b', 1), ('a', 2), ('b', 2)]
+    assert len(res['a']['times_s']) == 2 and res['a']['median_s'] >= 0
+    assert 'mem_method' in res['a']
+
+
+def test_bench_mask_iou_targets(tmp_path):
+    argv, out = smoke_args(tmp_path)
+    result = load('bench_mask_iou_targets').main(argv)
+    check_header(result['header'], 'gt_per_image')
+    assert result['guards_ok']
+    assert {(c['mask_type'], c['pos_per_img']) for c in result['cases']} == {
+        ('bitmap', 16), ('polygon', 16), ('bitmap', 32), ('polygon', 32)}
+    assert len(result['scaling']) == 4
+    for case in result['cases'] + result['scaling']:
+        assert case['guards']['area_ratio_max_abs_diff'] < 1e-4
+        assert case['guards']['target_max_abs_diff_mmdet_at_logit0'] < 1e-4
+        assert case['ratio_of_medians'] > 0
+    assert json.loads(out.read_text())['guards_ok']
+
+
+def test_bench_train_step(tmp_path):
+    argv, out = smoke_args(tmp_path, '--size', '96x128', '--jittered-proposals', '32')
+    result = load('bench_train_step').main(argv)
+    check_header(result['header'], 'images')
+    assert result['shared_loss_max_abs_diff'] == 0.0
+    for side in ('mmdet', 'ours'):
+        assert len(result['results'][side]['times_s']) == 1
+        assert result['results'][side]['positives_per_step'][0] > 0
+    assert json.loads(out.read_text())['ratio_of_medians'] > 0
+
+
+def test_bench_inference(tmp_path):
+    argv, out = smoke_args(tmp_path, '--size', '96x128')
+    result = load('bench_inference').main(argv)
+    check_header(result['header'], 'batches')
+    assert set(result['results']) == {'1', '2'}
+    for guards in result['guards'].values():
+        assert guards['detections_per_image'] > 0
+        assert guards['box_max_abs_diff'] == 0.0
+        assert guards['mask_pixel_disagreement'] == 0.0
+        assert guards['ours_mask_iou_vs_mmdet_clamped_max_abs_diff'] < 1e-5
+    assert 'overhead_vs_mask_rcnn_pct' in json.loads(out.read_text())['results']['1']['ours']

@@ -1,0 +1,198 @@
+"""Benchmark inference: mmdet's Mask R-CNN vs mmdet's MS R-CNN vs ms_rcnn's MS R-CNN, R-50-FPN.
+
+All three share the same weights: mmdet's Mask R-CNN is initialised with a fixed seed and its
+state dict is loaded into both MS R-CNN models (strict=False; only the MaskIoU head is
+missing); the MaskIoU head is initialised once from a second fixed seed and copied into both.
+What differs is the scoring head (and, between the MS models, its implementation), so the
+overhead of scoring masks is measured against the same Mask R-CNN.
+
+A randomly initialised classifier scores every class at about 1/81, below the test
+``score_thr`` of 0.05, so nothing would be detected and the mask branch would never run.
+The shared classifier's bias is therefore raised for a few classes (``--hot-classes``, by
+``--hot-bias``) so that every image yields about ``max_per_img`` (100) detections, the busy
+case of a COCO image; the MaskIoU head's output bias is set to 0.7 so predicted IoUs are
+plausible (in (0, 1)). test_cfg is that of the configs (score_thr 0.05, NMS 0.5, 100 per
+image, masks pasted at the original image size).
+
+One call is ``model.test_step(data)`` (data preprocessor + predict with rescale=True) under
+``model.eval()`` and ``torch.no_grad()``, for batch 1 and batch 4. Latency per image is the
+median call time / batch; throughput is batch / median call time.
+
+    python tools/benchmark/bench_inference.py                       # CUDA if available
+    python tools/benchmark/bench_inference.py --device cpu --size 512x672 --repeats 5
+"""
+import argparse
+import copy
+import os.path as osp
+import sys
+from typing import Any, Dict, List, Optional
+
+sys.path.insert(0, osp.dirname(osp.abspath(__file__)))
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+
+import bench_common as common  # noqa: E402
+
+MASK_RCNN_CONFIG = 'mask_rcnn/mask-rcnn_r50_fpn_1x_coco.py'
+MMDET_MS_CONFIG = 'ms_rcnn/ms-rcnn_r50_fpn_1x_coco.py'
+OURS_CONFIG = 'ms_rcnn/ms-rcnn_r50_fpn_1x_coco.py'
+IOU_HEAD = 'roi_head.mask_iou_head.'
+
+
+def build_models(seed: int, device: torch.device, hot_classes: int, hot_bias: float):
+    """Mask R-CNN, mmdet's MS R-CNN and ours, with shared weights (see the module doc)."""
+    torch.manual_seed(seed)
+    mask_rcnn = common.build_model(
+        common.model_config(common.mmdet_config_path(MASK_RCNN_CONFIG)), device)
+    mask_rcnn.init_weights()
+    with torch.no_grad():
+        mask_rcnn.roi_head.bbox_head.fc_cls.bias[:hot_classes] += hot_bias
+    shared = mask_rcnn.state_dict()
+
+    mmdet_ms = common.build_model(
+        common.model_config(common.mmdet_config_path(MMDET_MS_CONFIG)), device)
+    ours = common.build_model(common.model_config(common.ours_config_path(OURS_CONFIG)), device)
+    for model in (mmdet_ms, ours):
+        missing, unexpected = model.load_state_dict(shared, strict=False)
+        if unexpected or not missing or any(not k.startswith(IOU_HEAD) for k in missing):
+            raise RuntimeError(f'unexpected weight mismatch: missing {missing}, '
+                               f'unexpected {unexpected}')
+    torch.manual_seed(seed + 1)
+    ours.roi_head.mask_iou_head.init_weights()
+    with torch.no_grad():
+        ours.roi_head.mask_iou_head.fc_mask_iou.bias.fill_(0.7)
+    mmdet_ms.roi_head.mask_iou_head.load_state_dict(ours.roi_head.mask_iou_head.state_dict(),
+                                                    strict=True)
+    assert type(mmdet_ms).__module__.startswith('mmdet.'), type(mmdet_ms)
+    assert type(ours).__module__.startswith('ms_rcnn.'), type(ours)
+    models = dict(mask_rcnn=mask_rcnn, mmdet_ms=mmdet_ms, ours=ours)
+    for model in models.values():
+        model.eval()
+    return models
+
+
+def check_outputs(outputs: Dict[str, list]) -> Dict[str, float]:
+    """Same boxes, labels and masks everywhere; scores = classification x MaskIoU.
+
+    ``outputs`` maps each model to its per-image ``pred_instances`` (on the host).
+    """
+    def cat(name, key):
+        return torch.cat([res.get(key).float().flatten() for res in outputs[name]])
+
+    ref_boxes, ref_scores = cat('mask_rcnn', 'bboxes'), cat('mask_rcnn', 'scores')
+    out = dict(detections_per_image=ref_scores.numel() / len(outputs['mask_rcnn']))
+    worst_box, worst_mask = 0.0, 0.0
+    for name in ('mmdet_ms', 'ours'):
+        boxes = cat(name, 'bboxes')
+        if boxes.shape != ref_boxes.shape:
+            raise RuntimeError(f'{name}: {boxes.numel() // 4} detections, Mask R-CNN '
+                               f'{ref_boxes.numel() // 4}')
+        if not torch.equal(cat(name, 'labels'), cat('mask_rcnn', 'labels')):
+            raise RuntimeError(f'{name}: labels differ from Mask R-CNN\'s')
+        if boxes.numel():
+            worst_box = max(worst_box, (boxes - ref_boxes).abs().max().item())
+            differing = sum(int((a.masks != b.masks).sum())
+                            for a, b in zip(outputs[name], outputs['mask_rcnn']))
+            pixels = sum(a.masks.numel() for a in outputs[name])
+            worst_mask = max(worst_mask, differing / max(pixels, 1))
+    out['box_max_abs_diff'] = worst_box
+    out['mask_pixel_disagreement'] = worst_mask
+    ours_iou, ours_cls = cat('ours', 'mask_ious'), cat('ours', 'bbox_scores')
+    mmdet_iou = cat('mmdet_ms', 'scores') / ref_scores  # mmdet: scores = cls x raw MaskIoU
+    out['ours_bbox_scores_vs_mask_rcnn_max_abs_diff'] = (
+        (ours_cls - ref_scores).abs().max().item() if ref_scores.numel() else 0.0)
+    out['ours_mask_iou_vs_mmdet_clamped_max_abs_diff'] = (
+        (ours_iou - mmdet_iou.clamp(0, 1)).abs().max().item() if ref_scores.numel() else 0.0)
+    out['mean_mask_iou'] = ours_iou.mean().item() if ours_iou.numel() else float('nan')
+    return out
+
+
+def main(argv: Optional[List[str]] = None) -> Dict[str, Any]:
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    common.add_common_args(parser, default_threads=None, default_repeats=5)
+    parser.add_argument('--size', type=common.parse_size, default=None,
+                        help='image HxW (default: 512x672 on CPU, 800x1216 on CUDA)')
+    parser.add_argument('--batches', type=int, nargs='+', default=[1, 4],
+                        help='batch sizes (default: 1 4)')
+    parser.add_argument('--hot-classes', type=int, default=5,
+                        help='classes whose classifier bias is raised (see above)')
+    parser.add_argument('--hot-bias', type=float, default=3.0,
+                        help='added to those classes\' classifier bias')
+    args = parser.parse_args(argv)
+    device = common.setup(args)
+    common.quiet_mmengine()
+    if args.size is None:
+        args.size = (128, 160) if args.small else \
+            ((800, 1216) if device.type == 'cuda' else (512, 672))
+    if args.small:
+        args.batches = [1, 2]
+    height, width = args.size
+
+    sizes = dict(models='mmdet Mask R-CNN (' + MASK_RCNN_CONFIG + '), mmdet MS R-CNN ('
+                 + MMDET_MS_CONFIG + '), ours (configs/' + OURS_CONFIG + '); R-50-FPN, '
+                 '80 classes, shared weights', images=f'{height}x{width}',
+                 batches=args.batches,
+                 detections=f'classifier bias +{args.hot_bias} on {args.hot_classes} classes '
+                            '(~100 detections per image)',
+                 call='model.test_step(data) under eval() and no_grad(), rescale=True')
+    header = common.make_header('Inference: Mask R-CNN vs mmdet MS R-CNN vs ours', args,
+                                device, sizes)
+    models = build_models(args.seed, device, args.hot_classes, args.hot_bias)
+
+    rng = np.random.default_rng(args.seed)
+    results, rows, guards = {}, [], {}
+    for batch in args.batches:
+        data = common.detection_batch(rng, batch, height, width, 80, with_gt=False)
+        first: Dict[str, list] = {}
+
+        def on_result(name, rnd, out):
+            if name not in first:  # keep the first outputs on the host for the guards
+                first[name] = [sample.pred_instances.cpu() for sample in out]
+
+        def run(name):
+            def call(d):
+                with torch.no_grad():
+                    return models[name].test_step(d)
+            return call
+
+        sides = [common.Side(name, run(name), lambda i: copy.deepcopy(data))
+                 for name in models]
+        res = common.run_interleaved(sides, args.repeats, args.warmup, device, memory=True,
+                                     on_result=on_result)
+        guards[batch] = check_outputs(first)
+        base = res['mask_rcnn']['median_s']
+        for name, r in res.items():
+            r['latency_per_image_s'] = r['median_s'] / batch
+            r['throughput_img_per_s'] = batch / r['median_s']
+            r['overhead_vs_mask_rcnn_pct'] = 100.0 * (r['median_s'] / base - 1.0)
+            rows.append([f'batch {batch}', name, common.ms(r['latency_per_image_s']),
+                         f'{r["throughput_img_per_s"]:.2f}',
+                         f'{r["overhead_vs_mask_rcnn_pct"]:+.1f}%' if name != 'mask_rcnn'
+                         else '-', common.mib(r.get('mem_median_bytes'))])
+        res['mmdet_ms_vs_ours'] = common.ratio(res, 'mmdet_ms', 'ours')
+        results[batch] = res
+
+    mem_label = 'peak MiB' if device.type == 'cuda' else 'peak RSS+ MiB'
+    print(f'Inference, {height}x{width}, median of {args.repeats}:')
+    common.print_table(['batch', 'model', 'ms/img', 'img/s', 'overhead', mem_label], rows)
+    for batch in args.batches:
+        rat, g = results[batch]['mmdet_ms_vs_ours'], guards[batch]
+        print(f'batch {batch}: mmdet MS / ours = {rat["ratio_of_medians"]:.3f}x '
+              f'(paired {rat["median_paired_ratio"]:.3f}x); '
+              f'{g["detections_per_image"]:.0f} detections/img; guards: box diff '
+              f'{g["box_max_abs_diff"]:.1e}, mask pixels differing '
+              f'{g["mask_pixel_disagreement"]:.1e}, ours bbox_scores vs Mask R-CNN scores '
+              f'{g["ours_bbox_scores_vs_mask_rcnn_max_abs_diff"]:.1e}, ours mask_ious vs mmdet '
+              f'(clamped) {g["ours_mask_iou_vs_mmdet_clamped_max_abs_diff"]:.1e}')
+    print(f'memory: {results[args.batches[0]]["ours"].get("mem_method", "not measured")}')
+
+    payload = dict(header=header, results={str(b): r for b, r in results.items()},
+                   guards={str(b): g for b, g in guards.items()})
+    common.write_json(args.json, payload)
+    return payload
+
+
+if __name__ == '__main__':
+    main()
