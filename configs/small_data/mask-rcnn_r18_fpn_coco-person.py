@@ -7,7 +7,7 @@ _base_ = 'mmdet::mask_rcnn/mask-rcnn_r50_fpn_1x_coco.py'
 data_root = '../shared/data/coco_person/'
 metainfo = dict(classes=('person', ), palette=[(220, 20, 60)])
 image_scale = (512, 384)
-max_epochs = 12
+max_epochs = 8
 norm_cfg = dict(type='GN', num_groups=32, requires_grad=True)
 
 # 128-channel FPN and heads: about 4x cheaper than mmdet's 256 channels, which matters on CPU.
@@ -54,7 +54,7 @@ test_dataloader = val_dataloader
 val_evaluator = dict(ann_file=data_root + 'annotations/instances_val.json')
 test_evaluator = val_evaluator
 
-train_cfg = dict(max_epochs=max_epochs, val_interval=4)
+train_cfg = dict(max_epochs=max_epochs, val_interval=max_epochs)
 optim_wrapper = dict(optimizer=dict(lr=0.02, momentum=0.9, weight_decay=0.0001),
                      clip_grad=dict(max_norm=35, norm_type=2))
 param_scheduler = [
@@ -63,5 +63,5 @@ param_scheduler = [
          milestones=[int(max_epochs * 0.75), int(max_epochs * 0.92)], gamma=0.1)
 ]
 default_hooks = dict(logger=dict(interval=20),
-                     checkpoint=dict(interval=4, max_keep_ckpts=2, save_best='auto'))
+                     checkpoint=dict(interval=2, max_keep_ckpts=2))
 randomness = dict(seed=0)
