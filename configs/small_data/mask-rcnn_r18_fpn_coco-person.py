@@ -65,3 +65,6 @@ param_scheduler = [
 default_hooks = dict(logger=dict(interval=20),
                      checkpoint=dict(interval=2, max_keep_ckpts=2))
 randomness = dict(seed=0)
+# Saves the random generators' states in checkpoints so that --resume continues bit-exactly.
+custom_imports = dict(imports=['ms_rcnn'], allow_failed_imports=False)
+custom_hooks = [dict(type='ms_rcnn.RNGStateHook')]

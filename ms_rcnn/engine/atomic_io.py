@@ -1,0 +1,208 @@
+"""Atomic local writes for mmengine checkpoints and the ``last_checkpoint`` pointer.
+
+How mmengine 0.10 writes a checkpoint: ``CheckpointHook`` calls ``Runner.save_checkpoint``, which
+calls ``mmengine.runner.checkpoint.save_checkpoint``; that serialises the whole checkpoint with
+``torch.save`` into memory and hands the bytes to the file backend's ``put``. For a local path
+the backend is ``LocalBackend`` (``FileClient``'s ``HardDiskBackend`` when the deprecated
+``file_client_args`` are given), whose ``put`` is ``open(path, 'wb').write(data)``: a crash, a
+kill or a full disk during the write leaves a truncated file under the final name. Afterwards the
+hook writes the ``last_checkpoint`` pointer (``open(path, 'w').write(...)``), which ``--resume``
+reads.
+
+:func:`install_atomic_checkpoint_writes` (called on ``import ms_rcnn``) changes only that:
+
+- mmengine's ``'local'`` backend (and ``FileClient``'s ``'disk'`` backend) become
+  :class:`AtomicLocalBackend` / :class:`AtomicHardDiskBackend`, whose ``put`` and ``put_text``
+  write a hidden temporary file in the destination's directory, flush and ``fsync`` it, then
+  ``os.replace`` it onto the final name and ``fsync`` the directory. Every other method is
+  ``LocalBackend``'s. A reader sees the old file or the complete new one, never a partial one.
+- the ``last_checkpoint`` pointer is written the same way. mmengine already writes it only
+  after ``save_checkpoint`` has returned, so it always names a complete checkpoint; now the
+  pointer itself can no longer be left empty or half-written by a crash.
+
+Interrupted writes leave ``.<name>.<host>.<pid>.<random>.tmp`` files; the next successful write
+of the same name removes those whose process (on this host) is gone.
+"""
+import builtins
+import glob
+import io
+import os
+import os.path as osp
+import socket
+import tempfile
+from pathlib import Path
+from typing import Union
+
+from mmengine.fileio import LocalBackend, register_backend
+from mmengine.fileio.file_client import FileClient, HardDiskBackend
+
+POINTER_NAME = 'last_checkpoint'
+_TMP_SUFFIX = '.tmp'
+
+
+def _current_umask() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+# Read once at import (single-threaded then): os.umask has no read-only form before 3.13.
+_UMASK = _current_umask()
+
+
+def _tmp_prefix(name: str) -> str:
+    return f'.{name}.{socket.gethostname()}.'
+
+
+def _fsync_dir(dirname: str) -> None:
+    """Persist a rename: fsync the directory (best effort; not possible on every OS/FS)."""
+    flags = getattr(os, 'O_DIRECTORY', None)
+    if flags is None:
+        return
+    try:
+        fd = os.open(dirname, os.O_RDONLY | flags)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def _remove_stale_tmp_files(dirname: str, name: str) -> None:
+    """Remove temporary files of interrupted writes of ``name`` by dead processes of this host."""
+    prefix = _tmp_prefix(name)
+    for path in glob.glob(osp.join(glob.escape(dirname), glob.escape(prefix) + '*' + _TMP_SUFFIX)):
+        pid = osp.basename(path)[len(prefix):].split('.', 1)[0]
+        if not pid.isdigit() or int(pid) == os.getpid():
+            continue
+        try:
+            os.kill(int(pid), 0)
+        except ProcessLookupError:
+            try:
+                os.remove(path)
+            except OSError:
+                pass
+        except OSError:  # e.g. EPERM: the process exists
+            pass
+
+
+def atomic_write(filepath: Union[str, Path], data: Union[bytes, str],
+                 encoding: str = 'utf-8') -> None:
+    """Write ``data`` to ``filepath`` so that readers never see a partial file.
+
+    The data go to a temporary file in the same directory, which is flushed, fsynced and then
+    renamed onto ``filepath`` (``os.replace``, atomic on POSIX and Windows); the directory is
+    fsynced afterwards. On any error the temporary file is removed and ``filepath`` is left as it
+    was. Parent directories are created. A symlink is written through (its target is replaced);
+    an existing non-regular file (a device, a FIFO) is written in place.
+
+    Args:
+        filepath (str or Path): Destination.
+        data (bytes or str): Content; ``str`` is written in text mode with ``encoding``.
+        encoding (str): Encoding for ``str`` data. Defaults to 'utf-8'.
+    """
+    filepath = os.fspath(filepath)
+    text = isinstance(data, str)
+    target = osp.realpath(filepath) if osp.islink(filepath) else filepath
+    if osp.exists(target) and not osp.isfile(target):
+        with builtins.open(target, 'w' if text else 'wb',
+                           **({'encoding': encoding} if text else {})) as f:
+            f.write(data)
+        return
+    dirname = osp.dirname(osp.abspath(target))
+    name = osp.basename(target)
+    os.makedirs(dirname, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f'{_tmp_prefix(name)}{os.getpid()}.', suffix=_TMP_SUFFIX,
+                               dir=dirname)
+    try:
+        with os.fdopen(fd, 'w' if text else 'wb',
+                       **({'encoding': encoding} if text else {})) as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        # mkstemp creates 0600; give the file the mode open() would have (or the old file's).
+        mode = (os.stat(target).st_mode & 0o7777) if osp.isfile(target) else 0o666 & ~_UMASK
+        os.chmod(tmp, mode)
+        os.replace(tmp, target)
+    except BaseException:
+        try:
+            os.remove(tmp)
+        except OSError:
+            pass
+        raise
+    _fsync_dir(dirname)
+    _remove_stale_tmp_files(dirname, name)
+
+
+class AtomicLocalBackend(LocalBackend):
+    """mmengine's ``LocalBackend`` whose ``put`` and ``put_text`` are atomic (see
+    :func:`atomic_write`)."""
+
+    def put(self, obj: bytes, filepath: Union[str, Path]) -> None:
+        atomic_write(filepath, obj)
+
+    def put_text(self, obj: str, filepath: Union[str, Path], encoding: str = 'utf-8') -> None:
+        atomic_write(filepath, obj, encoding=encoding)
+
+
+class AtomicHardDiskBackend(HardDiskBackend):
+    """``FileClient``'s deprecated ``'disk'`` backend with atomic ``put`` and ``put_text``."""
+
+    put = AtomicLocalBackend.put
+    put_text = AtomicLocalBackend.put_text
+
+
+class _AtomicTextWriter(io.StringIO):
+    """A text 'file' that atomically replaces ``path`` when closed without an error."""
+
+    def __init__(self, path, encoding: str = 'utf-8') -> None:
+        super().__init__()
+        self._path = path
+        self._encoding = encoding or 'utf-8'
+
+    def __exit__(self, exc_type, exc, tb):
+        if exc_type is None and not self.closed:
+            atomic_write(self._path, self.getvalue(), encoding=self._encoding)
+        super().close()
+        return False
+
+    def close(self) -> None:
+        if not self.closed:
+            atomic_write(self._path, self.getvalue(), encoding=self._encoding)
+        super().close()
+
+
+def _checkpoint_hook_open(file, mode='r', *args, **kwargs):
+    """``open`` for ``mmengine.hooks.checkpoint_hook``: the pointer file is written atomically.
+
+    Only ``open(<...>/last_checkpoint, 'w')`` is changed; every other call is ``builtins.open``.
+    """
+    if (mode == 'w' and not args and set(kwargs) <= {'encoding'}
+            and isinstance(file, (str, os.PathLike))
+            and osp.basename(os.fspath(file)) == POINTER_NAME):
+        return _AtomicTextWriter(file, encoding=kwargs.get('encoding'))
+    return builtins.open(file, mode, *args, **kwargs)
+
+
+def install_atomic_checkpoint_writes() -> None:
+    """Make mmengine's local checkpoint and ``last_checkpoint`` writes atomic. Idempotent.
+
+    - registers :class:`AtomicLocalBackend` as mmengine's ``'local'`` backend (prefix ``''``:
+      plain paths) and :class:`AtomicHardDiskBackend` as ``FileClient``'s ``'disk'`` backend,
+      dropping cached instances of the plain ones;
+    - gives ``mmengine.hooks.checkpoint_hook`` a module-level ``open`` that writes the
+      ``last_checkpoint`` pointer atomically (see :func:`_checkpoint_hook_open`).
+    """
+    from mmengine.fileio import io as mm_io
+    from mmengine.hooks import checkpoint_hook
+
+    register_backend('local', AtomicLocalBackend, force=True, prefixes='')
+    for key, backend in list(mm_io.backend_instances.items()):
+        if type(backend) is LocalBackend:
+            mm_io.backend_instances.pop(key)
+    if not issubclass(FileClient._backends.get('disk', object), AtomicHardDiskBackend):
+        FileClient._register_backend('disk', AtomicHardDiskBackend, force=True, prefixes='')
+    checkpoint_hook.open = _checkpoint_hook_open
