@@ -41,6 +41,18 @@ def parse_args(argv=None):
     return parser.parse_args(argv)
 
 
+def last_val_metrics(scalars_file: str) -> dict:
+    """The last COCO evaluation that mmengine's LocalVisBackend logged (empty if none)."""
+    metrics = {}
+    if osp.isfile(scalars_file):
+        with open(scalars_file) as f:
+            for line in f:
+                record = json.loads(line)
+                if any(k.startswith('coco/') for k in record):
+                    metrics = {k: v for k, v in record.items() if k.startswith('coco/')}
+    return metrics
+
+
 def main(argv=None):
     args = parse_args(argv)
     start = time.time()
@@ -65,7 +77,7 @@ def main(argv=None):
     runner.train()  # ends with the COCO bbox/segm evaluation of the val split
     with open(osp.join(work_dir, 'last_checkpoint')) as f:
         checkpoint = f.read().strip()
-    metrics = runner.message_hub.get_info('val_metrics', None) or {}
+    metrics = last_val_metrics(osp.join(runner.log_dir, 'vis_data', 'scalars.json'))
     train_minutes = (time.time() - start) / 60
 
     report = analyse_checkpoint(args.config, checkpoint, osp.join(work_dir, 'analysis'),
