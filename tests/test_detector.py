@@ -157,3 +157,27 @@ def test_tensor_forward(model_cfg):
         out = model(**model.data_preprocessor(inputs(), False), mode='tensor')
     roi_outs = out[-1]  # cls_score, bbox_pred, mask_preds, mask_iou_preds
     assert len(roi_outs) == 4 and roi_outs[-1].shape[-1] == 3
+
+
+SMALL_DATA = sorted(glob.glob(osp.join(REPO_ROOT, 'configs', 'small_data', '*.py')))
+
+
+@pytest.mark.parametrize('path', SMALL_DATA, ids=[osp.basename(c) for c in SMALL_DATA])
+def test_small_data_config_builds_and_twins_differ_only_in_scoring(path):
+    cfg = Config.fromfile(path)
+    model = MMDET_MODELS.build(cfg.model)
+    name = osp.basename(path)
+    if name.startswith('ms-rcnn'):
+        assert isinstance(model, ms_rcnn.models.MaskScoringRCNN)
+        twin = osp.join(osp.dirname(path), name.replace('ms-rcnn', 'mask-rcnn'))
+        if osp.isfile(twin):
+            theirs = MMDET_MODELS.build(Config.fromfile(twin).model).state_dict()
+            ours = model.state_dict()
+            extra = {k for k in ours if k not in theirs}
+            assert extra and all(k.startswith('roi_head.mask_iou_head.') for k in extra)
+            assert all(ours[k].shape == theirs[k].shape for k in theirs)
+            twin_cfg = Config.fromfile(twin)
+            for key in ('train_dataloader', 'param_scheduler', 'optim_wrapper', 'randomness'):
+                assert cfg[key] == twin_cfg[key]
+    else:
+        assert type(model).__name__ == 'MaskRCNN'

@@ -20,6 +20,9 @@ Conversion rules:
   list ``[x0, y0, x1, y1, ...]``; ``bbox`` is ``[x, y, w, h]`` of the polygon's extent and
   ``area`` the shoelace area of the polygon.
 - Image ids and annotation ids count from 1 per split, in the order of the VIA file.
+- ``OUT_DIR/images/<split>`` is made a symbolic link to ``BALLOON_ROOT/<split>``, so that
+  ``OUT_DIR`` is a complete COCO-style data root for ``configs/small_data/*_balloon.py``
+  (``--data-root OUT_DIR``).
 - ``BALLOON_ROOT`` is only read. Every split is converted before anything is written, and each
   file is written to a temporary file in ``OUT_DIR/annotations`` and then moved into place with
   ``os.replace``, so an interrupted run never leaves a truncated file.
@@ -414,7 +417,24 @@ def convert(balloon_root: str, out_dir: str, splits: Sequence[str]) -> Dict[str,
         dump_json_atomic(coco, files[split])
         print(f'{split}: {len(coco["images"])} images, {len(coco["annotations"])} instances '
               f'-> {files[split]}')
+        link_split_images(osp.join(balloon_root, split), osp.join(out_dir, 'images', split))
     return files
+
+
+def link_split_images(image_dir: str, link: str) -> None:
+    """Make ``link`` a symbolic link to ``image_dir`` (absolute), replacing an older link.
+
+    With ``OUT_DIR/images/<split>`` linking to the images, ``OUT_DIR`` is a complete COCO-style
+    data root (``annotations/`` and ``images/``) that configs and ``--data-root`` can point at,
+    while the images stay where they are.
+    """
+    os.makedirs(osp.dirname(link), exist_ok=True)
+    if osp.islink(link):
+        os.remove(link)
+    elif osp.exists(link):
+        raise ConversionError(f'{link} exists and is not a link; remove it or choose another '
+                              'OUT_DIR')
+    os.symlink(osp.abspath(image_dir), link)
 
 
 def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
