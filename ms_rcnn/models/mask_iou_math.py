@@ -84,8 +84,8 @@ def bitmap_area_ratios(masks: Tensor, boxes: Tensor, gt_inds: Tensor) -> Tensor:
     """Fraction of each assigned bitmap instance that lies inside its box.
 
     Box sums are read from summed-area tables at the four corners of each box's pixel window
-    (:func:`pixel_windows`). On CUDA the tables cover the whole image (no host sync); on the
-    CPU they cover only each instance's nonzero extent, which is far cheaper to build.
+    (:func:`pixel_windows`). On an accelerator the tables cover the whole image (no host sync);
+    on the CPU they cover only each instance's nonzero extent, which is far cheaper to build.
 
     Args:
         masks (Tensor): Binary instance masks on the boxes' device, shape (G, H, W).
@@ -98,7 +98,7 @@ def bitmap_area_ratios(masks: Tensor, boxes: Tensor, gt_inds: Tensor) -> Tensor:
     if boxes.size(0) == 0:
         return boxes.new_zeros((0, ), dtype=torch.float32)
     height, width = masks.shape[-2:]
-    tables = full_tables(masks) if masks.is_cuda else extent_tables(masks)
+    tables = extent_tables(masks) if masks.device.type == 'cpu' else full_tables(masks)
     inside = window_sums(tables, pixel_windows(boxes, height, width), gt_inds)
     totals = tables.totals[gt_inds]
     return (inside / totals.clamp(min=1)).float()
