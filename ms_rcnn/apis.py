@@ -9,13 +9,13 @@ import numpy as np
 import pycocotools.mask as mask_utils
 import torch
 from mmengine.config import Config
-from mmengine.registry import init_default_scope
-from mmengine.runner import Runner, load_checkpoint
+from mmdet.apis import init_detector
+from mmengine.runner import Runner
 from pycocotools.coco import COCO
 from tqdm import tqdm
 
 from .analysis import concat_records, image_records, plot_report, summarize
-from .utils.config import set_data_root
+from .utils.config import load_config
 
 
 def build_test_loader(cfg: Config):
@@ -25,30 +25,21 @@ def build_test_loader(cfg: Config):
     return Runner.build_dataloader(loader_cfg)
 
 
-def load_model(cfg: Config, checkpoint: str, device: str = 'cpu') -> torch.nn.Module:
-    """Build the config's model, load the checkpoint (safe loading) and switch to eval."""
-    from mmdet.registry import MODELS
-    init_default_scope(cfg.get('default_scope', 'mmdet'))
-    model = MODELS.build(cfg.model)
-    load_checkpoint(model, checkpoint, map_location='cpu')
-    return model.to(device).eval()
-
-
 def predict_records(cfg: Config, checkpoint: str, device: str = 'cpu',
                     progress: bool = True) -> Tuple[COCO, dict, List[dict], list]:
     """Run the checkpoint over the test split and record every detection.
 
     Returns:
         tuple: the ground truth (COCO), the records (see :data:`ms_rcnn.analysis.FIELDS`), the
-        detected masks as RLEs (aligned with the records), and the data samples (predictions on
-        the CPU, without masks beyond the first 8 images) for drawing.
+        detected masks as RLEs (aligned with the records), and the data samples of the first 8
+        images (predictions on the CPU) for drawing.
     """
-    model = load_model(cfg, checkpoint, device)
+    model = init_detector(cfg, checkpoint, device=device)  # safe loading via ms_rcnn
     loader = build_test_loader(cfg)
     dataset = loader.dataset
-    coco = COCO(dataset.ann_file) if hasattr(dataset, 'ann_file') else None
-    if coco is None:
+    if not getattr(dataset, 'ann_file', None):
         raise ValueError('the test dataset must be a COCO-style dataset with an ann_file')
+    coco = COCO(dataset.ann_file)
     cat_ids = dataset.cat_ids
     records, rles, kept = [], [], []
     with torch.no_grad():
@@ -85,9 +76,7 @@ def analyse_checkpoint(config: str, checkpoint: str, out_dir: str,
     Returns:
         dict: The summary (also written to ``out_dir/summary.json``), with the output paths.
     """
-    cfg = Config.fromfile(config)
-    if data_root is not None:
-        set_data_root(cfg, data_root)
+    cfg = load_config(config, data_root=data_root)
     coco, records, rles, samples = predict_records(cfg, checkpoint, device, progress)
     report = summarize(coco, records, rles)
     os.makedirs(out_dir, exist_ok=True)

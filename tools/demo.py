@@ -14,7 +14,6 @@ import json
 import os.path as osp
 import time
 
-from mmengine.config import Config
 from mmengine.runner import Runner
 
 import ms_rcnn  # noqa: F401  registers modules and the safe checkpoint loader
@@ -22,7 +21,7 @@ from ms_rcnn.analysis import format_report
 from ms_rcnn.apis import analyse_checkpoint, save_visualizations
 from ms_rcnn.demo_data import make_nuclei_coco
 from ms_rcnn.testing import REPO_ROOT
-from ms_rcnn.utils.config import set_data_root
+from ms_rcnn.utils.config import load_config
 
 DEMO_CONFIG = osp.join(REPO_ROOT, 'configs', 'small_data', 'ms-rcnn_r18_fpn_nuclei-demo.py')
 
@@ -62,9 +61,7 @@ def main(argv=None):
         data_root = osp.join(args.cache_dir, 'nuclei_coco')
         print(f'[demo] preparing the stardist nuclei example in {data_root}')
         make_nuclei_coco(data_root, args.cache_dir)
-    cfg = Config.fromfile(args.config)
-    set_data_root(cfg, data_root)
-    cfg.work_dir = work_dir
+    cfg = load_config(args.config, data_root=data_root, work_dir=work_dir)
     if args.max_iters is not None:
         cfg.train_cfg.max_iters = args.max_iters
         cfg.train_cfg.val_interval = args.max_iters

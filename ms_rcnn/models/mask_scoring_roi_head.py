@@ -77,15 +77,14 @@ class MaskScoringRoIHead(StandardRoIHead):
         mask_targets = mask_out['mask_targets']
 
         pos_labels = torch.cat([res.pos_gt_labels for res in sampling_results])
-        if self.mask_head.class_agnostic:
-            pos_labels = torch.zeros_like(pos_labels)
-        pos_mask_preds = select_class(mask_results['mask_preds'], pos_labels)
+        mask_labels = torch.zeros_like(pos_labels) if self.mask_head.class_agnostic \
+            else pos_labels
+        pos_mask_preds = select_class(mask_results['mask_preds'], mask_labels)
         # As in mmdet and the authors' code, the MaskIoU loss also reaches the mask head
         # (through the pooled mask) and the RoI features.
         mask_iou_preds = self.mask_iou_head(mask_results['mask_feats'], pos_mask_preds)
-        iou_labels = torch.cat([res.pos_gt_labels for res in sampling_results])
         loss_mask_iou = self.mask_iou_head.loss_and_target(
-            select_class(mask_iou_preds, iou_labels), pos_mask_preds, mask_targets,
+            select_class(mask_iou_preds, pos_labels), pos_mask_preds, mask_targets,
             sampling_results, batch_gt_instances, self.train_cfg)
 
         losses = dict(mask_out['loss_mask'])
