@@ -17,8 +17,8 @@ from .utils.config import enable_package_config_inheritance  # noqa: E402
 
 enable_package_config_inheritance()
 
-from . import engine, evaluation, models  # noqa: E402,F401
+from . import datasets, engine, evaluation, models  # noqa: E402,F401
 engine.install_engine_patches()  # atomic checkpoint writes; CPU distributed runs
-from .registry import HOOKS, METRICS, MODELS  # noqa: E402,F401
+from .registry import DATASETS, HOOKS, METRICS, MODELS  # noqa: E402,F401
 
-__all__ = ['__version__', 'MODELS', 'METRICS', 'HOOKS']
+__all__ = ['__version__', 'DATASETS', 'MODELS', 'METRICS', 'HOOKS']

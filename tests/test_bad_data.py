@@ -1,6 +1,7 @@
 """Training survives augmentations and data that empty an instance's mask."""
 import json
 import math
+import os
 import os.path as osp
 import subprocess
 import sys
@@ -54,3 +55,73 @@ def test_training_survives_augmentations_that_empty_masks(toy_root, tmp_path):
     assert len(losses) == 6  # 3 epochs x 2 iterations
     assert all(math.isfinite(v) and v > 0 for v in losses)
     assert osp.isfile(tmp_path / 'epoch_3.pth')
+
+
+def broken_toy(root):
+    """The toy data with one case of each in-training policy (docs/bad_data.md)."""
+    import cv2
+    import numpy as np
+
+    from ms_rcnn.testing import make_toy_coco
+    files = make_toy_coco(root)
+    with open(files['train']) as f:
+        data = json.load(f)
+    anns = data['annotations']
+    anns[0]['segmentation'] = [[1, 2, 3, 4]]            # dropped: a 2-point polygon
+    anns[1]['category_id'] = 42                          # dropped: unknown category
+    anns[2]['bbox'][2] += 500                            # clipped: box past the image
+    del anns[3]['area']                                  # filled: missing area
+    anns[4]['bbox'][1] = float('nan')                    # dropped: NaN (json writes NaN)
+    with open(files['train'], 'w') as f:
+        json.dump(data, f)
+    img_dir = osp.join(root, 'images', 'train')
+    with open(osp.join(img_dir, 'train_0003.png'), 'wb') as f:
+        f.write(b'truncated')                            # skipped: cannot be decoded
+    img = cv2.imread(osp.join(img_dir, 'train_0002.png'))
+    cv2.imwrite(osp.join(img_dir, 'train_0002.png'),     # skipped: stored rotated
+                np.ascontiguousarray(img.transpose(1, 0, 2)))
+    return anns
+
+
+def _scalars(work_dir):
+    import glob
+    [path] = glob.glob(osp.join(work_dir, '*', 'vis_data', 'scalars.json'))
+    with open(path) as f:
+        return [json.loads(line) for line in f]
+
+
+def test_training_on_broken_data_trains_on_and_names_what_it_skipped(tmp_path):
+    root, work_dir = str(tmp_path / 'data'), str(tmp_path / 'work')
+    anns = broken_toy(root)
+    proc = subprocess.run([sys.executable, 'tools/train.py', TOY_CONFIG, '--data-root', root,
+                           '--work-dir', work_dir], cwd=REPO_ROOT, capture_output=True,
+                          text=True, timeout=600)
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 0, out[-4000:]
+    for ann_id, kind in ((anns[0]['id'], 'polygon_too_few_points'),
+                         (anns[1]['id'], 'unknown_category_id'),
+                         (anns[2]['id'], 'bbox_out_of_bounds'),
+                         (anns[3]['id'], 'area_invalid'),
+                         (anns[4]['id'], 'nonfinite_coordinates')):
+        assert f'{kind}: annotation {ann_id}:' in out, kind
+    assert 'skipping an image in training' in out
+    assert 'train_0003.png: cannot be read' in out
+    assert 'train_0002.png: image is 128x96 (HxW) but the annotation file says 96x128' in out
+    losses = [row['loss'] for row in _scalars(work_dir) if 'loss' in row]
+    assert len(losses) == 4 and all(math.isfinite(v) and v > 0 for v in losses)
+    assert osp.isfile(osp.join(work_dir, 'epoch_2.pth'))
+
+
+def test_a_missing_image_stops_training_before_it_starts(tmp_path):
+    from ms_rcnn.testing import make_toy_coco
+    root, work_dir = str(tmp_path / 'data'), str(tmp_path / 'work')
+    make_toy_coco(root)
+    os.remove(osp.join(root, 'images', 'train', 'train_0003.png'))
+    proc = subprocess.run([sys.executable, 'tools/train.py', TOY_CONFIG, '--data-root', root,
+                           '--work-dir', work_dir], cwd=REPO_ROOT, capture_output=True,
+                          text=True, timeout=600)
+    assert proc.returncode != 0
+    assert 'BadDatasetError' in proc.stderr
+    assert 'image_missing: image file not found:' in proc.stderr
+    assert osp.join(root, 'images', 'train', 'train_0003.png') in proc.stderr
+    assert not any(name.endswith('.pth') for name in os.listdir(work_dir))

@@ -21,3 +21,10 @@ model = dict(
 # Boxes ranked by classification score, masks by mask score (the paper's protocol).
 val_evaluator = dict(type='ms_rcnn.MaskScoringCocoMetric')
 test_evaluator = val_evaluator
+
+# Annotations and images are checked as they load, and a NaN/inf loss stops the run before it
+# can be checkpointed (docs/bad_data.md).
+train_dataloader = dict(dataset=dict(type='ms_rcnn.CheckedCocoDataset'))
+val_dataloader = dict(dataset=dict(type='ms_rcnn.CheckedCocoDataset'))
+test_dataloader = val_dataloader
+custom_hooks = [dict(type='ms_rcnn.CheckFiniteLossHook')]

@@ -42,12 +42,13 @@ test_pipeline = [
 train_dataloader = dict(
     batch_size=2,
     num_workers=2,
-    dataset=dict(data_root=data_root, metainfo=metainfo,
+    # Checks the annotations and images as they load (docs/bad_data.md).
+    dataset=dict(type='ms_rcnn.CheckedCocoDataset', data_root=data_root, metainfo=metainfo,
                  ann_file='annotations/instances_train.json',
                  data_prefix=dict(img='images/train/'), pipeline=train_pipeline))
 val_dataloader = dict(
     num_workers=2,
-    dataset=dict(data_root=data_root, metainfo=metainfo,
+    dataset=dict(type='ms_rcnn.CheckedCocoDataset', data_root=data_root, metainfo=metainfo,
                  ann_file='annotations/instances_val.json',
                  data_prefix=dict(img='images/val/'), pipeline=test_pipeline))
 test_dataloader = val_dataloader
@@ -65,6 +66,7 @@ param_scheduler = [
 default_hooks = dict(logger=dict(interval=20),
                      checkpoint=dict(interval=2, max_keep_ckpts=2))
 randomness = dict(seed=0)
-# Saves the random generators' states in checkpoints so that --resume continues bit-exactly.
 custom_imports = dict(imports=['ms_rcnn'], allow_failed_imports=False)
-custom_hooks = [dict(type='ms_rcnn.RNGStateHook')]
+# RNGStateHook saves the random generators' states in checkpoints so that --resume continues
+# bit-exactly; CheckFiniteLossHook stops on a NaN/inf loss before it can be checkpointed.
+custom_hooks = [dict(type='ms_rcnn.RNGStateHook'), dict(type='ms_rcnn.CheckFiniteLossHook')]

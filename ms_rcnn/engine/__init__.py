@@ -7,7 +7,8 @@ changes in mmengine.
 from .atomic_io import (AtomicHardDiskBackend, AtomicLocalBackend, atomic_write,
                         install_atomic_checkpoint_writes)
 from .cpu_distributed import enable_cpu_distributed
-from .hooks import DumpRankWeightsHook, RNGStateHook, capture_rng_state, restore_rng_state
+from .hooks import (CheckFiniteLossHook, DumpRankWeightsHook, NonFiniteLossError, RNGStateHook,
+                    capture_rng_state, restore_rng_state)
 
 
 def install_engine_patches() -> None:
@@ -18,7 +19,8 @@ def install_engine_patches() -> None:
 
 
 __all__ = [
-    'AtomicHardDiskBackend', 'AtomicLocalBackend', 'DumpRankWeightsHook', 'RNGStateHook',
+    'AtomicHardDiskBackend', 'AtomicLocalBackend', 'CheckFiniteLossHook', 'DumpRankWeightsHook',
+    'NonFiniteLossError', 'RNGStateHook',
     'atomic_write', 'capture_rng_state', 'enable_cpu_distributed',
     'install_atomic_checkpoint_writes', 'install_engine_patches', 'restore_rng_state'
 ]

@@ -2,13 +2,14 @@
 import io
 import os.path as osp
 import random
-from typing import Optional
+from typing import List, Optional
 
 import numpy as np
 import torch
 from mmengine.dist import all_gather_object, get_rank, get_world_size
 from mmengine.hooks import CheckpointHook, Hook
 from mmengine.model import is_model_wrapper
+from mmengine.optim import AmpOptimWrapper
 
 from ..registry import HOOKS
 from .atomic_io import atomic_write
@@ -165,3 +166,80 @@ class DumpRankWeightsHook(Hook):
                         state_dict=state), buffer)
         atomic_write(osp.join(runner.work_dir, self.out_dir, f'rank_{rank}.pth'),
                      buffer.getvalue())
+
+
+class NonFiniteLossError(FloatingPointError):
+    """Training produced a NaN or infinite loss; the message names the step and the images."""
+
+
+def non_finite_terms(log_vars: dict) -> List[str]:
+    """Names of the loss terms of a step's ``log_vars`` that are NaN or infinite.
+
+    Args:
+        log_vars (dict): ``model.train_step``'s output: name to scalar tensor or number.
+
+    Returns:
+        list[str]: The names, in order.
+    """
+    bad = []
+    for name, value in log_vars.items():
+        finite = torch.isfinite(value).all() if isinstance(value, torch.Tensor) \
+            else np.isfinite(value)
+        if 'loss' in name and not bool(finite):
+            bad.append(name)
+    return bad
+
+
+def batch_image_paths(data_batch) -> List[str]:
+    """The ``img_path`` of every sample of a batch (those that have one)."""
+    samples = data_batch.get('data_samples', []) if isinstance(data_batch, dict) else []
+    return [s.img_path for s in samples if 'img_path' in getattr(s, 'metainfo', {})]
+
+
+@HOOKS.register_module()
+class CheckFiniteLossHook(Hook):
+    """Stop training with a clear error when the loss becomes NaN or infinite.
+
+    With a plain optimizer a non-finite loss has already poisoned the weights by the time the
+    hook runs, so it stops at once, before :class:`~mmengine.hooks.CheckpointHook` (which runs
+    later) could save them: the last checkpoint on disk stays the last good one. Under mixed
+    precision (``AmpOptimWrapper``) the gradient scaler skips such a step and leaves the weights
+    alone, so a few in a row are normal while the scale adapts; the run stops after
+    ``amp_patience`` consecutive ones. In distributed runs every rank takes the same decision
+    (the flag is all-reduced), so none is left waiting.
+
+    The error names the iteration, the loss terms and the image files of the batch.
+
+    Args:
+        amp_patience (int): Consecutive non-finite steps tolerated under mixed precision.
+            Defaults to 10.
+    """
+
+    priority = 'ABOVE_NORMAL'
+
+    def __init__(self, amp_patience: int = 10) -> None:
+        self.amp_patience = amp_patience
+        self.consecutive = 0
+
+    def after_train_iter(self, runner, batch_idx: int, data_batch=None, outputs=None) -> None:
+        bad_terms = non_finite_terms(outputs or {})
+        flag = torch.tensor(float(bool(bad_terms)))
+        if get_world_size() > 1:
+            from mmengine.dist import all_reduce
+            all_reduce(flag, op='max')
+        if flag.item() == 0:
+            self.consecutive = 0
+            return
+        self.consecutive += 1
+        amp = isinstance(runner.optim_wrapper, AmpOptimWrapper)
+        where = (f'iteration {runner.iter + 1}: non-finite '
+                 f'{", ".join(bad_terms) or "loss on another rank"}; '
+                 f'images {batch_image_paths(data_batch)}')
+        if amp and self.consecutive <= self.amp_patience:
+            runner.logger.warning(f'{where} (step skipped by the gradient scaler, '
+                                  f'{self.consecutive}/{self.amp_patience})')
+            return
+        raise NonFiniteLossError(
+            f'{where}. Training stopped before this state could be checkpointed; resume from '
+            'the last checkpoint with a lower learning rate or after checking these images '
+            '(tools/check_dataset.py).')

@@ -1,0 +1,188 @@
+"""A COCO instance dataset that checks its data and applies ms_rcnn's bad-data policy.
+
+``type='ms_rcnn.CheckedCocoDataset'`` takes the same arguments as mmdet's ``CocoDataset``,
+plus the three below. Our configs use it for train, val and test. What it does with each kind
+of problem is :data:`ms_rcnn.datasets.bad_data_policy.POLICY`; ``docs/bad_data.md`` explains it.
+
+- While the dataset is built, the annotation file goes through
+  :func:`~ms_rcnn.datasets.bad_data_policy.clean_coco`: problems that make the data unusable
+  raise :class:`BadDatasetError` listing all of them; bad instances are dropped or repaired with
+  a warning that names each (image file and annotation id). The checked dict feeds mmdet's
+  loader directly (the file is read once).
+- While images are loaded, a file that cannot be decoded or whose size differs from the
+  annotation file's raises :class:`BadImageError` naming it. In training the image is skipped
+  with a warning (mmengine then draws another one); in evaluation the error stops the run,
+  since results for every image are needed.
+"""
+import logging
+from typing import Any, Callable, List, Optional, Set
+
+from mmcv.transforms import LoadImageFromFile
+from mmdet.datasets import CocoDataset
+from mmengine.fileio import get_local_path
+from mmengine.logging import print_log
+
+from ..registry import DATASETS
+from .bad_data_policy import (CLIP_BOX, DROP_INSTANCE, DROP_PARTS, FILL_AREA, KEEP,
+                              BadDatasetError, CleanReport, clean_coco, format_problems)
+from .coco_checks import load_annotation_file
+
+_WARNED_ACTIONS = {
+    DROP_INSTANCE: 'instances dropped',
+    DROP_PARTS: 'unusable polygons removed (the rest of each mask kept)',
+    CLIP_BOX: 'boxes clipped to the image',
+    FILL_AREA: 'missing area set to the box area',
+    KEEP: 'trained on as they are',
+}
+
+
+class BadImageError(RuntimeError):
+    """An image file that cannot be used as the annotation file describes it.
+
+    Attributes:
+        path (str): The image file.
+    """
+
+    def __init__(self, path: str, reason: str):
+        super().__init__(f'{path}: {reason}. Check the dataset with tools/check_dataset.py.')
+        self.path = path
+
+
+class CheckedImageLoading:
+    """Wraps a pipeline's image-loading transform with a readable error naming the file.
+
+    Raises :class:`BadImageError` when loading fails or when the decoded image's
+    ``(height, width)`` differs from the ``height``/``width`` of the sample's annotation entry
+    (masks rasterised at the image's size would not line up with the annotation file's boxes).
+    """
+
+    def __init__(self, load: Callable[[dict], Optional[dict]]):
+        self.load = load
+
+    def __call__(self, results: dict) -> Optional[dict]:
+        path = results.get('img_path')
+        expected = (results.get('height'), results.get('width'))
+        try:
+            out = self.load(results)
+        except Exception as exc:  # noqa: BLE001  any decoder or I/O failure names the file
+            raise BadImageError(path, f'cannot be read ({type(exc).__name__}: {exc})') from exc
+        if out is None or None in expected:
+            return out
+        shape = tuple(out['ori_shape'][:2])
+        if shape != expected:
+            swapped = ' (swapped: EXIF rotation?)' if shape == expected[::-1] else ''
+            raise BadImageError(path, f'image is {shape[0]}x{shape[1]} (HxW) but the annotation '
+                                f'file says {expected[0]}x{expected[1]}{swapped}')
+        return out
+
+    def __repr__(self) -> str:
+        return f'{type(self).__name__}({self.load!r})'
+
+
+def check_image_loading(transforms: List[Callable]) -> bool:
+    """Wrap the first ``LoadImageFromFile`` of a transform list in place.
+
+    Returns:
+        bool: Whether one was found.
+    """
+    for i, transform in enumerate(transforms):
+        if isinstance(transform, CheckedImageLoading):
+            return True
+        if isinstance(transform, LoadImageFromFile):
+            transforms[i] = CheckedImageLoading(transform)
+            return True
+    return False
+
+
+@DATASETS.register_module()
+class CheckedCocoDataset(CocoDataset):
+    """mmdet's ``CocoDataset`` with the checks and policy of ``docs/bad_data.md``.
+
+    Args:
+        check_annotations (bool): Check and clean the annotation file as it is loaded.
+            Defaults to True.
+        check_image_files (bool): Stop when image files are missing (checked with one
+            ``stat`` per image, for local paths). Defaults to True.
+        max_listed (int): Problems listed per kind in warnings and errors (all are counted).
+            Defaults to 10.
+        *args, **kwargs: mmdet's ``CocoDataset`` arguments.
+
+    Attributes:
+        clean_report (CleanReport | None): What the checks found and did.
+        skipped_images (set[str]): Images skipped in training by this process.
+    """
+
+    def __init__(self, *args: Any, check_annotations: bool = True,
+                 check_image_files: bool = True, max_listed: int = 10, **kwargs: Any):
+        self.check_annotations = check_annotations
+        self.check_image_files = check_image_files
+        self.max_listed = max_listed
+        self.clean_report: Optional[CleanReport] = None
+        self.skipped_images: Set[str] = set()
+        super().__init__(*args, **kwargs)
+        if not check_image_loading(self.pipeline.transforms):
+            print_log(f'{type(self).__name__}: no LoadImageFromFile in the pipeline, so images '
+                      'are not checked as they load', logger='current', level=logging.DEBUG)
+
+    def _expects_masks(self) -> bool:
+        return any(getattr(t, 'with_mask', False) for t in self.pipeline.transforms)
+
+    def _image_dir(self) -> Optional[str]:
+        img_dir = self.data_prefix.get('img', '')
+        if not self.check_image_files or '://' in img_dir:
+            return None
+        return img_dir
+
+    def load_data_list(self) -> List[dict]:
+        """Check and clean the annotation file, then load it as mmdet does."""
+        if not self.check_annotations:
+            return super().load_data_list()
+        with get_local_path(self.ann_file, backend_args=self.backend_args) as local_path:
+            data = load_annotation_file(local_path)
+        report = clean_coco(data, expect_masks=self._expects_masks(), img_dir=self._image_dir())
+        if report.stops:
+            raise BadDatasetError(
+                f'{self.ann_file}: {len(report.stops)} problem(s) make this dataset unusable '
+                f'for training (see docs/bad_data.md; tools/check_dataset.py lists '
+                f'everything):\n{format_problems(report.stops, self.max_listed)}')
+        self._log_actions(report)
+        self.clean_report = report
+        mmdet_api = self.COCOAPI
+        self.COCOAPI = lambda _path: coco_from_dict(mmdet_api, report.data)
+        try:
+            return super().load_data_list()
+        finally:
+            del self.COCOAPI  # back to the class attribute
+
+    def _log_actions(self, report: CleanReport) -> None:
+        for action, verb in _WARNED_ACTIONS.items():
+            problems = [p for p, done in report.actions if done == action]
+            if problems:
+                print_log(f'{self.ann_file}: {len(problems)} problem(s), {verb} '
+                          f'(docs/bad_data.md):\n'
+                          f'{format_problems(problems, self.max_listed)}',
+                          logger='current', level=logging.WARNING)
+
+    def prepare_data(self, idx: int) -> Any:
+        """The pipeline's output; in training, None (skip) for an unusable image."""
+        try:
+            return super().prepare_data(idx)
+        except BadImageError as exc:
+            if self.test_mode:
+                raise
+            if exc.path not in self.skipped_images:
+                self.skipped_images.add(exc.path)
+                print_log(f'skipping an image in training: {exc}', logger='current',
+                          level=logging.WARNING)
+            return None
+
+
+def coco_from_dict(api: type, data: dict) -> Any:
+    """An mmdet/pycocotools ``COCO`` object indexed from an annotation dict."""
+    coco = api()
+    coco.dataset = data
+    coco.createIndex()
+    # mmdet's wrapper aliases these at construction; point them at the new index.
+    coco.img_ann_map = coco.imgToAnns
+    coco.cat_img_map = coco.catToImgs
+    return coco

@@ -1,0 +1,267 @@
+"""The in-training bad-data policy: clean_coco, CheckedCocoDataset and CheckFiniteLossHook."""
+import copy
+import json
+import math
+import os.path as osp
+
+import cv2
+import numpy as np
+import pytest
+import torch
+
+import ms_rcnn  # noqa: F401
+from ms_rcnn.datasets import (POLICY, SEVERITY, BadDatasetError, BadImageError,
+                              CheckedCocoDataset, clean_coco)
+from ms_rcnn.datasets import checked_coco
+from ms_rcnn.datasets.bad_data_policy import clip_bbox, usable_polygon
+from ms_rcnn.engine import CheckFiniteLossHook, NonFiniteLossError
+from ms_rcnn.testing import make_toy_coco
+
+SQUARE = [10.0, 10.0, 30.0, 10.0, 30.0, 30.0, 10.0, 30.0]
+
+
+def ann(ann_id, **fields):
+    base = dict(id=ann_id, image_id=1, category_id=1, segmentation=[list(SQUARE)],
+                area=400.0, bbox=[10.0, 10.0, 20.0, 20.0], iscrowd=0)
+    base.update(fields)
+    return base
+
+
+def coco(*anns, images=None):
+    return dict(images=images or [dict(id=1, file_name='a.png', height=40, width=60)],
+                annotations=list(anns), categories=[dict(id=1, name='thing')])
+
+
+def test_every_problem_kind_has_an_action():
+    assert set(POLICY) == set(SEVERITY)
+
+
+def test_usable_polygon_and_clip_bbox():
+    assert usable_polygon(SQUARE)
+    assert not usable_polygon([1.0, 2.0, 3.0, 4.0])
+    assert not usable_polygon(SQUARE[:-1])
+    assert not usable_polygon(SQUARE[:-2] + [float('nan'), 1.0])
+    assert clip_bbox([-5, 2, 20, 50], height=40, width=60) == [0.0, 2, 15, 38]
+    assert clip_bbox([70, 2, 5, 5], height=40, width=60) == [60, 2, 0.0, 5]
+
+
+def test_clean_coco_drops_repairs_and_keeps_each_case():
+    data = coco(
+        ann(1),                                                       # clean
+        ann(2, segmentation=[[1.0, 2.0, 3.0, 4.0]]),                  # only a 2-point polygon
+        ann(3, segmentation=[list(SQUARE), [1.0, 2.0, 3.0, 4.0]]),    # one bad part of two
+        ann(4, bbox=[50.0, 10.0, 30.0, 20.0]),                        # box past the right side
+        ann(5, category_id=7),                                        # unknown category
+        ann(6, bbox=[10.0, float('nan'), 20.0, 20.0]),                # NaN coordinate
+        ann(7, segmentation=[[5.0, 5.0, 6.0, 6.0, 7.0, 7.0]]),        # zero-area polygon
+        ann(8, area=None),                                            # missing area
+        ann(9, bbox=[10.0, 10.0, 0.0, 5.0]),                          # zero-width box
+        ann(10, segmentation=[]),                                     # no mask
+        ann(11, image_id=99),                                         # unknown image
+    )
+    before = copy.deepcopy(data)
+    report = clean_coco(data)
+    assert data == before  # the input is not modified
+    assert report.stops == []
+    kept = {a['id']: a for a in report.data['annotations']}
+    assert sorted(kept) == [1, 3, 4, 8]
+    assert kept[1] is data['annotations'][0]  # clean annotations pass through untouched
+    assert kept[3]['segmentation'] == [SQUARE]
+    assert kept[4]['bbox'] == [50.0, 10.0, 10.0, 20.0]
+    assert kept[8]['area'] == 400.0
+    actions = {(p.ann_id, p.kind): action for p, action in report.actions}
+    assert actions == {
+        (2, 'polygon_too_few_points'): 'drop_instance',
+        (3, 'polygon_too_few_points'): 'drop_parts',
+        (4, 'bbox_out_of_bounds'): 'clip_box',
+        (5, 'unknown_category_id'): 'drop_instance',
+        (6, 'nonfinite_coordinates'): 'drop_instance',
+        (7, 'mask_zero_area'): 'drop_instance',
+        (8, 'area_invalid'): 'fill_area',
+        (9, 'bbox_nonpositive_size'): 'drop_instance',
+        (10, 'segmentation_missing'): 'drop_instance',
+        (11, 'unknown_image_id'): 'drop_instance',
+    }
+    named = [p for p, _ in report.actions if p.ann_id == 4][0]
+    assert named.image == 'a.png'
+
+
+def test_clean_coco_stops_on_what_cannot_be_trained():
+    images = [dict(id=1, file_name='a.png', height=40, width=60),
+              dict(id=1, file_name='b.png', height=40, width=60),
+              dict(id=2, file_name='c.png', width=60)]
+    report = clean_coco(coco(ann(1), ann(1), images=images))
+    kinds = sorted(p.kind for p in report.stops)
+    assert kinds == ['duplicate_annotation_id', 'duplicate_image_id', 'invalid_image_entry']
+    assert clean_coco(dict(images=[])).stops[0].kind == 'invalid_structure'
+
+
+def test_clean_coco_finds_missing_image_files(tmp_path):
+    cv2.imwrite(str(tmp_path / 'a.png'), np.zeros((40, 60, 3), np.uint8))
+    images = [dict(id=1, file_name='a.png', height=40, width=60),
+              dict(id=2, file_name='gone.png', height=40, width=60)]
+    report = clean_coco(coco(ann(1), images=images), img_dir=str(tmp_path))
+    assert [(p.kind, p.image) for p in report.stops] == [('image_missing', 'gone.png')]
+    assert str(tmp_path / 'gone.png') in report.stops[0].message
+
+
+# ----------------------------------------------------------------------------- the dataset
+
+PIPELINE = [dict(type='LoadImageFromFile'),
+            dict(type='LoadAnnotations', with_bbox=True, with_mask=True),
+            dict(type='PackDetInputs')]
+
+
+@pytest.fixture()
+def toy(tmp_path):
+    from mmengine.registry import DefaultScope
+    make_toy_coco(str(tmp_path), splits=('train', ))
+    with DefaultScope.overwrite_default_scope('mmdet'):
+        yield str(tmp_path)
+
+
+def dataset_kwargs(root, ann_file='annotations/instances_train.json', **extra):
+    return dict(data_root=root, ann_file=ann_file, data_prefix=dict(img='images/train/'),
+                pipeline=copy.deepcopy(PIPELINE), metainfo=dict(classes=('disc', 'star')),
+                filter_cfg=dict(filter_empty_gt=True), **extra)
+
+
+def infos(dataset):
+    """Every sample's data info (``data_list`` itself is emptied by serialisation)."""
+    return [dataset.get_data_info(i) for i in range(len(dataset))]
+
+
+def rewrite(root, edit, name='bad.json'):
+    with open(osp.join(root, 'annotations', 'instances_train.json')) as f:
+        data = json.load(f)
+    edit(data)
+    with open(osp.join(root, 'annotations', name), 'w') as f:
+        json.dump(data, f)
+    return f'annotations/{name}'
+
+
+def test_clean_data_loads_exactly_as_mmdet(toy):
+    from mmdet.datasets import CocoDataset
+    ours = CheckedCocoDataset(**dataset_kwargs(toy))
+    theirs = CocoDataset(**dataset_kwargs(toy))
+    assert len(ours) == len(theirs) == 4
+    assert infos(ours) == infos(theirs)
+    assert sum(len(i['instances']) for i in infos(ours)) == 9
+    assert ours.clean_report.actions == [] and ours.clean_report.stops == []
+    assert isinstance(ours.pipeline.transforms[0], checked_coco.CheckedImageLoading)
+
+
+def test_bad_annotations_are_dropped_with_a_warning_naming_them(toy, monkeypatch):
+    messages = []
+    monkeypatch.setattr(checked_coco, 'print_log', lambda msg, **kw: messages.append(msg))
+
+    def edit(data):
+        data['annotations'][0]['segmentation'] = [[1, 2, 3, 4]]
+        data['annotations'][1]['category_id'] = 9
+
+    ann_file = rewrite(toy, edit)
+    with open(osp.join(toy, ann_file)) as f:
+        anns = json.load(f)['annotations']
+    first, second = anns[0], anns[1]
+    dataset = CheckedCocoDataset(**dataset_kwargs(toy, ann_file))
+    total = sum(len(info['instances']) for info in infos(dataset))
+    assert total == len(anns) - 2
+    text = '\n'.join(messages)
+    assert f'annotation {first["id"]}' in text and f'annotation {second["id"]}' in text
+    assert 'train_0001.png' in text and 'polygon_too_few_points' in text
+    assert 'unknown_category_id' in text and 'instances dropped' in text
+    sample = dataset[0]  # training still gets the image, without the dropped instances
+    assert len(sample['data_samples'].gt_instances) == len(dataset.get_data_info(0)['instances'])
+
+
+def test_missing_image_stops_the_build_naming_the_file(toy):
+    import os
+    os.remove(osp.join(toy, 'images', 'train', 'train_0003.png'))
+    with pytest.raises(BadDatasetError, match='train_0003.png'):
+        CheckedCocoDataset(**dataset_kwargs(toy))
+    # The same data loads when the file check is turned off (the image then fails to load).
+    assert len(CheckedCocoDataset(**dataset_kwargs(toy, check_image_files=False))) == 4
+
+
+def test_duplicate_annotation_ids_stop_the_build(toy):
+    ann_file = rewrite(toy, lambda d: d['annotations'][1].update(id=d['annotations'][0]['id']))
+    with pytest.raises(BadDatasetError, match='duplicate_annotation_id'):
+        CheckedCocoDataset(**dataset_kwargs(toy, ann_file))
+
+
+def break_images(root):
+    """Image 1 is not an image; image 2 is stored rotated (HxW swapped)."""
+    img_dir = osp.join(root, 'images', 'train')
+    with open(osp.join(img_dir, 'train_0001.png'), 'wb') as f:
+        f.write(b'not a png')
+    img = cv2.imread(osp.join(img_dir, 'train_0002.png'))
+    cv2.imwrite(osp.join(img_dir, 'train_0002.png'), np.ascontiguousarray(img.transpose(1, 0, 2)))
+
+
+def test_unusable_images_are_skipped_in_training_once_each(toy, monkeypatch):
+    messages = []
+    monkeypatch.setattr(checked_coco, 'print_log', lambda msg, **kw: messages.append(msg))
+    break_images(toy)
+    dataset = CheckedCocoDataset(**dataset_kwargs(toy))
+    assert dataset.prepare_data(0) is None
+    assert dataset.prepare_data(1) is None
+    assert dataset.prepare_data(0) is None
+    assert len(messages) == 2
+    assert 'train_0001.png' in messages[0] and 'cannot be read' in messages[0]
+    assert 'train_0002.png' in messages[1] and '128x96 (HxW)' in messages[1]
+    assert 'swapped' in messages[1]
+    # mmengine's __getitem__ draws another index for a skipped one.
+    sample = dataset[0]
+    assert osp.basename(sample['data_samples'].img_path) in ('train_0003.png', 'train_0004.png')
+
+
+def test_unusable_images_stop_evaluation(toy):
+    break_images(toy)
+    dataset = CheckedCocoDataset(**dataset_kwargs(toy, test_mode=True))
+    with pytest.raises(BadImageError, match='train_0001.png: cannot be read'):
+        dataset[0]
+    with pytest.raises(BadImageError, match='train_0002.png: image is 128x96'):
+        dataset[1]
+
+
+# ----------------------------------------------------------------------------- the loss hook
+
+class _Runner:
+    def __init__(self, optim_wrapper=None):
+        from mmengine.logging import MMLogger
+        self.iter = 41
+        self.optim_wrapper = optim_wrapper
+        self.logger = MMLogger.get_instance('test_bad_data_policy')
+
+
+def _batch(*names):
+    from mmdet.structures import DetDataSample
+    return dict(data_samples=[DetDataSample(metainfo=dict(img_path=n)) for n in names])
+
+
+def test_finite_loss_hook_stops_naming_the_step_terms_and_images():
+    hook = CheckFiniteLossHook()
+    runner = _Runner()
+    good = dict(loss=torch.tensor(1.0), loss_cls=torch.tensor(0.5), acc=torch.tensor(90.0))
+    hook.after_train_iter(runner, 0, _batch('a.jpg'), good)
+    bad = dict(loss=torch.tensor(math.nan), loss_cls=torch.tensor(0.5),
+               loss_mask=torch.tensor(math.inf))
+    with pytest.raises(NonFiniteLossError) as info:
+        hook.after_train_iter(runner, 0, _batch('a.jpg', 'b.jpg'), bad)
+    text = str(info.value)
+    assert 'iteration 42' in text and 'loss, loss_mask' in text and 'loss_cls' not in text
+    assert "'a.jpg', 'b.jpg'" in text
+
+
+def test_finite_loss_hook_tolerates_skipped_amp_steps():
+    from mmengine.optim import AmpOptimWrapper
+    hook = CheckFiniteLossHook(amp_patience=2)
+    runner = _Runner(object.__new__(AmpOptimWrapper))
+    bad = dict(loss=torch.tensor(math.inf))
+    hook.after_train_iter(runner, 0, _batch('a.jpg'), bad)
+    hook.after_train_iter(runner, 0, _batch('a.jpg'), bad)
+    hook.after_train_iter(runner, 0, _batch('a.jpg'), dict(loss=torch.tensor(1.0)))
+    hook.after_train_iter(runner, 0, _batch('a.jpg'), bad)
+    hook.after_train_iter(runner, 0, _batch('a.jpg'), bad)
+    with pytest.raises(NonFiniteLossError):
+        hook.after_train_iter(runner, 0, _batch('a.jpg'), bad)
