@@ -371,3 +371,40 @@ def test_resume_without_rng_state_hook_is_not_exact(uninterrupted, data8, tmp_pa
     resumed = load(osp.join(work_dir, f'epoch_{EPOCHS}.pth'))['state_dict']
     reference = load(osp.join(uninterrupted, f'epoch_{EPOCHS}.pth'))['state_dict']
     assert any(not torch.equal(resumed[k], reference[k]) for k in reference)
+
+
+class _SavingRunner:
+    """What CheckpointHook needs of a runner; save_checkpoint can be made to crash."""
+
+    def __init__(self, work_dir):
+        from mmengine.logging import MessageHub, MMLogger
+        self.work_dir = work_dir
+        self.message_hub = MessageHub.get_instance(f'saving_runner_{id(self)}')
+        self.logger = MMLogger.get_instance('saving_runner')
+        self.crash = False
+
+    def save_checkpoint(self, out_dir, filename, *args, **kwargs):
+        if self.crash:
+            raise OSError('No space left on device')  # what a full disk raises mid-save
+        atomic_write(osp.join(out_dir, filename), b'checkpoint ' + filename.encode())
+
+
+def test_checkpoint_hook_saves_before_it_prunes(tmp_path):
+    """With max_keep_ckpts=1, mmengine deleted the only checkpoint before saving the next one;
+    a crash while saving then left nothing to resume from."""
+    from mmengine.hooks import CheckpointHook
+    work_dir = str(tmp_path)
+    runner = _SavingRunner(work_dir)
+    hook = CheckpointHook(interval=1, max_keep_ckpts=1)
+    hook.before_train(runner)
+    hook._save_checkpoint_with_step(runner, 1, meta={})
+    hook._save_checkpoint_with_step(runner, 2, meta={})
+    assert sorted(os.listdir(work_dir)) == ['epoch_2.pth', 'last_checkpoint']
+    assert pointer(work_dir) == osp.join(work_dir, 'epoch_2.pth')
+    assert runner.message_hub.get_info('keep_ckpt_ids') == [2]
+
+    runner.crash = True
+    with pytest.raises(OSError, match='No space left'):
+        hook._save_checkpoint_with_step(runner, 3, meta={})
+    assert sorted(os.listdir(work_dir)) == ['epoch_2.pth', 'last_checkpoint']
+    assert pointer(work_dir) == osp.join(work_dir, 'epoch_2.pth')

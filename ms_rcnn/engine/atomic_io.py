@@ -19,6 +19,10 @@ reads.
 - the ``last_checkpoint`` pointer is written the same way. mmengine already writes it only
   after ``save_checkpoint`` has returned, so it always names a complete checkpoint; now the
   pointer itself can no longer be left empty or half-written by a crash.
+- ``CheckpointHook`` saves first and prunes after (:func:`save_then_prune`). mmengine deletes
+  the checkpoints beyond ``max_keep_ckpts`` *before* saving the new one, so with
+  ``max_keep_ckpts=1`` a crash while saving left no checkpoint at all and a pointer naming a
+  deleted file.
 
 Interrupted writes leave ``.<name>.<host>.<pid>.<random>.tmp`` files; the next successful write
 of the same name removes those whose process (on this host) is gone.
@@ -206,3 +210,40 @@ def install_atomic_checkpoint_writes() -> None:
     if not issubclass(FileClient._backends.get('disk', object), AtomicHardDiskBackend):
         FileClient._register_backend('disk', AtomicHardDiskBackend, force=True, prefixes='')
     checkpoint_hook.open = _checkpoint_hook_open
+    checkpoint_hook.CheckpointHook._save_checkpoint_with_step = save_then_prune
+
+
+def save_then_prune(hook, runner, step: int, meta: dict) -> None:
+    """``CheckpointHook._save_checkpoint_with_step`` in a crash-safe order.
+
+    Saves checkpoint ``step``, then points ``last_checkpoint`` at it, and only then deletes the
+    checkpoint that falls out of the last ``max_keep_ckpts``. At every moment a complete
+    checkpoint exists and the pointer names one. mmengine 0.10 deletes first. Everything else
+    (bookkeeping in ``keep_ckpt_ids`` and the message hub, arguments of ``save_checkpoint``) is
+    as in mmengine.
+    """
+    from mmengine.dist import is_main_process
+
+    outdated = []
+    if hook.max_keep_ckpts > 0 and not (hook.keep_ckpt_ids and hook.keep_ckpt_ids[-1] == step):
+        if len(hook.keep_ckpt_ids) == hook.max_keep_ckpts:
+            outdated.append(hook.keep_ckpt_ids.popleft())
+        hook.keep_ckpt_ids.append(step)
+        runner.message_hub.update_info('keep_ckpt_ids', list(hook.keep_ckpt_ids))
+
+    ckpt_filename = hook.filename_tmpl.format(step)
+    hook.last_ckpt = hook.file_backend.join_path(hook.out_dir, ckpt_filename)
+    runner.message_hub.update_info('last_ckpt', hook.last_ckpt)
+    runner.save_checkpoint(
+        hook.out_dir, ckpt_filename, hook.file_client_args, save_optimizer=hook.save_optimizer,
+        save_param_scheduler=hook.save_param_scheduler, meta=meta, by_epoch=hook.by_epoch,
+        backend_args=hook.backend_args, **hook.args)
+    if not is_main_process():
+        return
+    atomic_write(osp.join(runner.work_dir, POINTER_NAME), hook.last_ckpt)
+    for old_step in outdated:
+        old = hook.file_backend.join_path(hook.out_dir, hook.filename_tmpl.format(old_step))
+        if hook.file_backend.isfile(old):
+            hook.file_backend.remove(old)
+        elif hook.file_backend.isdir(old):  # checkpoints saved by deepspeed are directories
+            hook.file_backend.rmtree(old)
