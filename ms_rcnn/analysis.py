@@ -16,8 +16,14 @@ from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 from scipy.stats import pearsonr, spearmanr
 
-#: Record fields; ``mask_iou`` is NaN for models without a MaskIoU head.
-FIELDS = ('image_id', 'category_id', 'bbox_score', 'mask_iou', 'mask_score', 'true_iou')
+#: Record fields; ``mask_iou`` is NaN for models without a MaskIoU head, ``box_iou`` (IoU of
+#: the detected box with the best ground-truth box of its class) NaN when boxes are not given.
+FIELDS = ('image_id', 'category_id', 'bbox_score', 'mask_iou', 'mask_score', 'true_iou',
+          'box_iou')
+
+#: Box IoU from which a detection counts as matched: the RoIs the MaskIoU head is trained on
+#: (positives of the R-CNN assigner) have at least this IoU with their ground truth.
+MATCHED_BOX_IOU = 0.5
 
 
 def true_ious(det_rles: List[dict], det_cats: Sequence[int], gt_rles: List[dict],
@@ -43,13 +49,40 @@ def true_ious(det_rles: List[dict], det_cats: Sequence[int], gt_rles: List[dict]
     return np.where(same_class, ious, 0.0).max(1)
 
 
+def best_box_ious(det_boxes: np.ndarray, det_cats: Sequence[int], gt_boxes: np.ndarray,
+                  gt_cats: Sequence[int]) -> np.ndarray:
+    """IoU of each detected box with the best ground-truth box of its class.
+
+    Args:
+        det_boxes (np.ndarray): Detected boxes (x1, y1, x2, y2), shape (D, 4).
+        det_cats (Sequence[int]): Category id of each detection.
+        gt_boxes (np.ndarray): Ground-truth boxes (x, y, w, h) as in COCO, shape (G, 4).
+        gt_cats (Sequence[int]): Category id of each ground-truth box.
+
+    Returns:
+        np.ndarray: Shape (D,), 0 where the image has no instance of the class.
+    """
+    det_boxes = np.asarray(det_boxes, dtype=np.float64).reshape(-1, 4)
+    if len(det_boxes) == 0 or len(gt_boxes) == 0:
+        return np.zeros(len(det_boxes))
+    xywh = np.concatenate([det_boxes[:, :2], det_boxes[:, 2:] - det_boxes[:, :2]], 1)
+    ious = np.asarray(mask_utils.iou(xywh.tolist(), np.asarray(gt_boxes, float).tolist(),
+                                     [0] * len(gt_boxes))).reshape(len(xywh), len(gt_boxes))
+    same_class = np.asarray(det_cats)[:, None] == np.asarray(gt_cats)[None, :]
+    return np.where(same_class, ious, 0.0).max(1)
+
+
 def image_records(coco: COCO, image_id: int, det_rles: List[dict], det_cats: Sequence[int],
                   bbox_scores: np.ndarray, mask_scores: np.ndarray,
-                  mask_ious: Optional[np.ndarray]) -> Dict[str, np.ndarray]:
+                  mask_ious: Optional[np.ndarray],
+                  det_boxes: Optional[np.ndarray] = None) -> Dict[str, np.ndarray]:
     """Per-detection records of one image (see :data:`FIELDS`)."""
     anns = coco.loadAnns(coco.getAnnIds(imgIds=[image_id], iscrowd=False))
     gt_rles = [coco.annToRLE(a) for a in anns]
+    gt_cats = [a['category_id'] for a in anns]
     num = len(det_rles)
+    box_iou = np.full(num, np.nan) if det_boxes is None else best_box_ious(
+        det_boxes, det_cats, np.asarray([a['bbox'] for a in anns]).reshape(-1, 4), gt_cats)
     return dict(
         image_id=np.full(num, image_id),
         category_id=np.asarray(det_cats, dtype=np.int64).reshape(num),
@@ -57,7 +90,8 @@ def image_records(coco: COCO, image_id: int, det_rles: List[dict], det_cats: Seq
         mask_iou=(np.full(num, np.nan) if mask_ious is None else
                   np.asarray(mask_ious, dtype=np.float64).reshape(num)),
         mask_score=np.asarray(mask_scores, dtype=np.float64).reshape(num),
-        true_iou=true_ious(det_rles, det_cats, gt_rles, [a['category_id'] for a in anns]))
+        true_iou=true_ious(det_rles, det_cats, gt_rles, gt_cats),
+        box_iou=box_iou)
 
 
 def concat_records(records: List[Dict[str, np.ndarray]]) -> Dict[str, np.ndarray]:
@@ -127,7 +161,30 @@ def summarize(coco: COCO, records: Dict[str, np.ndarray], rles: List[dict]) -> d
         report['segm_ap']['by_mask_score'] = segm_ap(coco, records, rles, records['mask_score'])
     report['segm_ap']['by_classification_score_x_true_iou'] = segm_ap(
         coco, records, rles, records['bbox_score'] * truth)
+    box_iou = records.get('box_iou')
+    if has_iou and box_iou is not None and not np.isnan(box_iou).all():
+        report['matched'] = matched_summary(records)
     return report
+
+
+def matched_summary(records: Dict[str, np.ndarray],
+                    min_box_iou: float = MATCHED_BOX_IOU) -> dict:
+    """Correlations and MaskIoU error over the matched detections only.
+
+    The MaskIoU head is trained on positive RoIs only (box IoU >= 0.5 with their ground truth,
+    as in the paper), so this is how well it does on the kind of input it learned from; the
+    full report adds the unmatched detections (false positives), which it never saw.
+    """
+    keep = records['box_iou'] >= min_box_iou
+    truth = records['true_iou'][keep]
+    return dict(
+        min_box_iou=min_box_iou, num_detections=int(keep.sum()),
+        correlation=dict(
+            classification_score=correlations(records['bbox_score'][keep], truth),
+            predicted_mask_iou=correlations(records['mask_iou'][keep], truth),
+            mask_score=correlations(records['mask_score'][keep], truth)),
+        mask_iou_mae=float(np.abs(records['mask_iou'][keep] - truth).mean())
+        if keep.any() else float('nan'))
 
 
 def calibration_curve(predicted: np.ndarray, truth: np.ndarray,
@@ -188,6 +245,14 @@ def format_report(report: dict) -> str:
                      f"Spearman {corr['spearman']:7.3f}")
     if 'mask_iou_mae' in report:
         lines.append(f"MaskIoU mean absolute error: {report['mask_iou_mae']:.3f}")
+    if 'matched' in report:
+        matched = report['matched']
+        lines.append(f"matched detections (box IoU >= {matched['min_box_iou']}): "
+                     f"{matched['num_detections']}")
+        for name, corr in matched['correlation'].items():
+            lines.append(f"  {name:<22} Pearson {corr['pearson']:7.3f}  "
+                         f"Spearman {corr['spearman']:7.3f}")
+        lines.append(f"  MaskIoU mean absolute error: {matched['mask_iou_mae']:.3f}")
     lines.append('segm AP with masks ranked')
     for name, ap in report['segm_ap'].items():
         lines.append(f"  {name:<36} AP {ap['AP']:6.2f}  AP50 {ap['AP50']:6.2f}  "

@@ -53,7 +53,8 @@ def predict_records(cfg: Config, checkpoint: str, device: str = 'cpu',
                 records.append(image_records(
                     coco, sample.img_id, img_rles, cats,
                     (pred.bbox_scores if has_iou else pred.scores).numpy(),
-                    pred.scores.numpy(), pred.mask_ious.numpy() if has_iou else None))
+                    pred.scores.numpy(), pred.mask_ious.numpy() if has_iou else None,
+                    det_boxes=pred.bboxes.numpy()))
                 rles += img_rles
                 if len(kept) < 8:
                     kept.append(sample.cpu())

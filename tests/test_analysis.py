@@ -147,3 +147,27 @@ def test_format_report_lists_every_row():
     for name in ('classification_score', 'predicted_mask_iou', 'mask_score', 'by_mask_score',
                  'MaskIoU mean absolute error'):
         assert name in text
+
+
+def test_best_box_ious_by_class():
+    from ms_rcnn.analysis import best_box_ious
+    det = np.array([[0, 0, 10, 10], [0, 0, 10, 10], [20, 20, 30, 30]], float)
+    gt = np.array([[0, 0, 10, 20], [0, 0, 10, 10]], float)  # xywh
+    ious = best_box_ious(det, [1, 2, 1], gt, [1, 2])
+    np.testing.assert_allclose(ious, [0.5, 1.0, 0.0])
+    assert best_box_ious(np.zeros((0, 4)), [], gt, [1, 2]).shape == (0, )
+    np.testing.assert_allclose(best_box_ious(det, [1, 1, 1], np.zeros((0, 4)), []), 0.0)
+
+
+def test_matched_summary_keeps_only_detections_the_head_was_trained_on():
+    from ms_rcnn.analysis import matched_summary
+    records = dict(bbox_score=np.array([0.9, 0.8, 0.7, 0.6, 0.95]),
+                   mask_iou=np.array([0.9, 0.5, 0.7, 0.2, 0.8]),
+                   mask_score=np.array([0.81, 0.4, 0.49, 0.12, 0.76]),
+                   true_iou=np.array([0.85, 0.55, 0.6, 0.3, 0.0]),
+                   box_iou=np.array([0.9, 0.6, 0.7, 0.5, 0.1]))
+    out = matched_summary(records)
+    assert out['num_detections'] == 4
+    np.testing.assert_allclose(out['mask_iou_mae'], (0.05 + 0.05 + 0.1 + 0.1) / 4)
+    assert out['correlation']['predicted_mask_iou']['spearman'] == pytest.approx(1.0)
+    assert out['correlation']['classification_score']['spearman'] == pytest.approx(0.8)
