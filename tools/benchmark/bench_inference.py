@@ -108,6 +108,44 @@ def check_outputs(outputs: Dict[str, list]) -> Dict[str, float]:
     return out
 
 
+def layer_macs(module: torch.nn.Module, inputs: tuple, output: torch.Tensor) -> int:
+    """Multiply-accumulates of one call of a conv, transposed conv or linear layer."""
+    if isinstance(module, torch.nn.ConvTranspose2d):  # each input value feeds k*k*out/groups
+        kh, kw = module.kernel_size
+        return inputs[0].numel() * (module.out_channels // module.groups) * kh * kw
+    if isinstance(module, torch.nn.Conv2d):
+        kh, kw = module.kernel_size
+        return output.numel() * (module.in_channels // module.groups) * kh * kw
+    if isinstance(module, torch.nn.Linear):
+        return output.numel() * module.in_features
+    return 0
+
+
+def count_macs(model: torch.nn.Module, data: dict) -> Dict[str, int]:
+    """MACs of one ``test_step`` per part of the detector (conv and linear layers only).
+
+    Parts are ``backbone``, ``neck``, ``rpn_head`` and each head of ``roi_head``.
+    """
+    totals: Dict[str, int] = {}
+    handles = []
+    for name, module in model.named_modules():
+        if isinstance(module, (torch.nn.Conv2d, torch.nn.ConvTranspose2d, torch.nn.Linear)):
+            parts = name.split('.')
+            part = '.'.join(parts[:2]) if parts[0] == 'roi_head' else parts[0]
+
+            def hook(mod, inputs, output, part=part):
+                totals[part] = totals.get(part, 0) + layer_macs(mod, inputs, output)
+
+            handles.append(module.register_forward_hook(hook))
+    try:
+        with torch.no_grad():
+            model.test_step(data)
+    finally:
+        for handle in handles:
+            handle.remove()
+    return totals
+
+
 def main(argv: Optional[List[str]] = None) -> Dict[str, Any]:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -174,6 +212,17 @@ def main(argv: Optional[List[str]] = None) -> Dict[str, Any]:
         res['mmdet_ms_vs_ours'] = common.ratio(res, 'mmdet_ms', 'ours')
         results[batch] = res
 
+    # Compute: how much the scoring head adds in multiply-accumulates, which bounds the
+    # overhead on a compute-bound device (a CPU); a GPU runs the head's small batched convs in a
+    # fraction of the time its FLOPs suggest.
+    data = common.detection_batch(rng, 1, height, width, 80, with_gt=False)
+    macs = {name: count_macs(models[name], copy.deepcopy(data)) for name in ('mask_rcnn', 'ours')}
+    base_macs = sum(macs['mask_rcnn'].values())
+    head_macs = macs['ours'].get('roi_head.mask_iou_head', 0)
+    compute = dict(mask_rcnn_gmac=base_macs / 1e9, mask_iou_head_gmac=head_macs / 1e9,
+                   mask_iou_head_pct_of_mask_rcnn=100.0 * head_macs / max(base_macs, 1),
+                   parts_gmac={k: v / 1e9 for k, v in sorted(macs['ours'].items())})
+
     mem_label = 'peak MiB' if device.type == 'cuda' else 'peak RSS+ MiB'
     print(f'Inference, {height}x{width}, median of {args.repeats}:')
     common.print_table(['batch', 'model', 'ms/img', 'img/s', 'overhead', mem_label], rows)
@@ -187,9 +236,13 @@ def main(argv: Optional[List[str]] = None) -> Dict[str, Any]:
               f'{g["ours_bbox_scores_vs_mask_rcnn_max_abs_diff"]:.1e}, ours mask_ious vs mmdet '
               f'(clamped) {g["ours_mask_iou_vs_mmdet_clamped_max_abs_diff"]:.1e}')
     print(f'memory: {results[args.batches[0]]["ours"].get("mem_method", "not measured")}')
+    print(f'compute, batch 1 (conv + linear MACs): Mask R-CNN {compute["mask_rcnn_gmac"]:.1f} '
+          f'GMAC/img; the MaskIoU head adds {compute["mask_iou_head_gmac"]:.1f} GMAC = '
+          f'{compute["mask_iou_head_pct_of_mask_rcnn"]:.1f}% ('
+          + ', '.join(f'{k} {v:.1f}' for k, v in compute['parts_gmac'].items()) + ')')
 
     payload = dict(header=header, results={str(b): r for b, r in results.items()},
-                   guards={str(b): g for b, g in guards.items()})
+                   guards={str(b): g for b, g in guards.items()}, compute=compute)
     common.write_json(args.json, payload)
     return payload
 
