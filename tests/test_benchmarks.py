@@ -100,3 +100,21 @@ def test_bench_inference(tmp_path):
         assert guards['mask_pixel_disagreement'] == 0.0
         assert guards['ours_mask_iou_vs_mmdet_clamped_max_abs_diff'] < 1e-5
     assert 'overhead_vs_mask_rcnn_pct' in json.loads(out.read_text())['results']['1']['ours']
+
+
+def test_layer_macs_by_hand():
+    import torch
+    bench = load('inference')
+    conv = torch.nn.Conv2d(3, 4, 3, padding=1)
+    x = torch.zeros(1, 3, 5, 5)
+    assert bench.layer_macs(conv, (x, ), conv(x)) == 4 * 5 * 5 * 3 * 9
+    grouped = torch.nn.Conv2d(4, 4, 3, padding=1, groups=2)
+    y = torch.zeros(2, 4, 5, 5)
+    assert bench.layer_macs(grouped, (y, ), grouped(y)) == 2 * 4 * 5 * 5 * 2 * 9
+    deconv = torch.nn.ConvTranspose2d(2, 3, 2, stride=2)
+    z = torch.zeros(1, 2, 4, 4)
+    assert bench.layer_macs(deconv, (z, ), deconv(z)) == 32 * 3 * 4
+    linear = torch.nn.Linear(10, 2)
+    w = torch.zeros(3, 10)
+    assert bench.layer_macs(linear, (w, ), linear(w)) == 3 * 2 * 10
+    assert bench.layer_macs(torch.nn.ReLU(), (w, ), w) == 0
