@@ -104,7 +104,7 @@ def test_bench_inference(tmp_path):
 
 def test_layer_macs_by_hand():
     import torch
-    bench = load('inference')
+    bench = load('bench_inference')
     conv = torch.nn.Conv2d(3, 4, 3, padding=1)
     x = torch.zeros(1, 3, 5, 5)
     assert bench.layer_macs(conv, (x, ), conv(x)) == 4 * 5 * 5 * 3 * 9
