@@ -171,3 +171,34 @@ def test_matched_summary_keeps_only_detections_the_head_was_trained_on():
     np.testing.assert_allclose(out['mask_iou_mae'], (0.05 + 0.05 + 0.1 + 0.1) / 4)
     assert out['correlation']['predicted_mask_iou']['spearman'] == pytest.approx(1.0)
     assert out['correlation']['classification_score']['spearman'] == pytest.approx(0.8)
+
+
+def _target_check_tool():
+    import importlib.util
+    import os.path as osp
+
+    from ms_rcnn.testing import REPO_ROOT
+    path = osp.join(REPO_ROOT, 'tools', 'analysis_tools', 'mask_iou_target_check.py')
+    spec = importlib.util.spec_from_file_location('mask_iou_target_check', path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_pasted_ious_by_hand():
+    import torch
+    tool = _target_check_tool()
+    gt = np.zeros((2, 40, 60), np.uint8)
+    gt[0, 10:30, 10:30] = 1   # 400 px
+    gt[1, 0:10, 40:60] = 1    # 200 px
+    boxes = torch.tensor([[10., 10., 30., 30.], [20., 10., 40., 30.], [40., 0., 60., 10.]])
+    logits = torch.full((3, 28, 28), 10.0)  # everything foreground: the pasted box itself
+    ious = tool.pasted_ious(logits, boxes, gt, torch.tensor([0, 0, 1]), 0.0)
+    np.testing.assert_allclose(ious, [1.0, 200 / 600, 1.0], atol=1e-6)
+    empty = tool.pasted_ious(-logits, boxes, gt, torch.tensor([0, 0, 1]), 0.0)
+    np.testing.assert_allclose(empty, 0.0)
+    out = tool.agreement(np.array([0.1, 0.5, 0.9]), np.array([0.2, 0.5, 0.7]))
+    assert out['num_rois'] == 3
+    assert out['mean_abs_diff'] == pytest.approx(0.1)
+    assert out['mean_signed_diff'] == pytest.approx(0.1 / 3)
+    assert out['pearson'] > 0.9

@@ -142,6 +142,18 @@ def test_mask_score_analysis_tool(trained, toy_root, tmp_path):
     assert 'segm AP with masks ranked' in out
 
 
+def test_mask_iou_target_check_tool(trained, toy_root, tmp_path):
+    out = run([PY, 'tools/analysis_tools/mask_iou_target_check.py', TOY_CONFIG,
+               osp.join(trained, 'epoch_2.pth'), '--data-root', toy_root, '--num-images', '4',
+               '--json', str(tmp_path / 'check.json')])
+    with open(tmp_path / 'check.json') as f:
+        report = json.load(f)
+    assert report['all']['num_rois'] > 0  # the GT boxes are always positives
+    assert 0.0 <= report['all']['mean_abs_diff'] <= 1.0
+    assert report['target_above_0']['num_rois'] <= report['all']['num_rois']
+    assert 'mean |target - pasted IoU|' in out
+
+
 @pytest.mark.slow
 def test_demo_end_to_end_on_tiny_data(tmp_path):
     from ms_rcnn.testing import make_toy_coco
