@@ -181,17 +181,18 @@ class TestAreaRatios:
         out = M.area_ratios(polys, torch.zeros(0, 4), torch.zeros(0, dtype=torch.long))
         assert out.shape == (0, )
 
-    def test_full_tables_equal_extent_tables(self):
+    def test_host_and_device_paths_agree_exactly(self):
+        # The CPU path (numpy tables over the windows' regions) and the accelerator path
+        # (torch tables over the whole image, run here on the CPU) give the same ratios.
         rng = np.random.default_rng(1)
-        masks = torch.from_numpy(random_star_polygons(rng, 4, 50, 60).to_bitmap().masks)
-        masks = masks.to(torch.uint8)
+        masks = random_star_polygons(rng, 4, 50, 61).to_bitmap().masks.astype(np.uint8)
         gen = torch.Generator().manual_seed(1)
-        windows = M.pixel_windows(random_boxes(gen, 64, 50, 60), 50, 60)
+        boxes = random_boxes(gen, 64, 50, 61)
         gt = torch.randint(0, 4, (64, ), generator=gen)
-        full = M.window_sums(M.full_tables(masks), windows, gt)
-        extent = M.window_sums(M.extent_tables(masks), windows, gt)
-        assert torch.equal(full, extent)
-        assert full.max() > 0
+        host = M.area_ratios(BitmapMasks(masks, 50, 61), boxes, gt)
+        device = M.bitmap_area_ratios(torch.from_numpy(masks), boxes, gt)
+        assert torch.equal(host, device)
+        assert host.max() > 0.5
 
     def test_bool_masks_and_tensor_masks(self):
         masks = np.zeros((1, 5, 5), bool)
@@ -204,3 +205,195 @@ class TestAreaRatios:
     def test_unknown_mask_type_is_named(self):
         with pytest.raises(TypeError, match='list'):
             M.area_ratios([[1]], torch.zeros(1, 4), torch.zeros(1, dtype=torch.long))
+
+
+def brute_force_window_sums(masks, windows, gt_inds):
+    """Pixels of each window's instance inside the window, by summing the pixels."""
+    return np.array([masks[g, y1:y2, x1:x2].sum() for (x1, y1, x2, y2), g in
+                     zip(windows.tolist(), gt_inds.tolist())], np.int64)
+
+
+class TestHostWindows:
+
+    def test_host_pixel_windows_equal_pixel_windows(self):
+        gen = torch.Generator().manual_seed(2)
+        boxes = torch.cat([random_boxes(gen, 100, 30, 41) * 1.5 - 10,
+                           torch.tensor([[3., 3., 3.4, 3.2], [45., 1., 50., 9.],
+                                         [-9., -9., -1., -2.], [0., 29.7, 41., 35.]])])
+        sizes = np.repeat([[41, 30, 41, 30]], len(boxes), 0)
+        host = M.host_pixel_windows(boxes.numpy().astype(np.int64), sizes)
+        assert np.array_equal(host, M.pixel_windows(boxes, 30, 41).numpy())
+        # Each box in an image of its own size.
+        sizes[::2] = [17, 13, 17, 13]
+        host = M.host_pixel_windows(boxes.numpy().astype(np.int64), sizes)
+        assert np.array_equal(host[::2], M.pixel_windows(boxes[::2], 13, 17).numpy())
+        assert np.array_equal(host[1::2], M.pixel_windows(boxes[1::2], 30, 41).numpy())
+
+    def test_host_integer_boxes_truncate_towards_zero(self):
+        boxes = [torch.tensor([[-1.5, 0.9, 2.99, 3.0]]), torch.tensor([[4.5, -0.5, 7.1, 8.7]])]
+        expected = [[-1, 0, 2, 3], [4, 0, 7, 8]]
+        assert M.host_integer_boxes(boxes).tolist() == expected
+        assert M.host_integer_boxes([b.double() for b in boxes]).tolist() == expected
+        assert M.host_integer_boxes([b.half() for b in boxes]).tolist() == expected
+
+    def test_window_regions(self):
+        windows = np.array([[2, 3, 5, 7], [1, 4, 3, 9], [0, 0, 1, 1], [6, 6, 6, 7]])
+        regions = M.window_regions(windows, np.array([0, 0, 2, 2]), 3)
+        assert regions[0].tolist() == [1, 3, 5, 9]
+        assert regions[2].tolist() == [0, 0, 6, 7]
+        assert regions[1, 0] > regions[1, 2]  # instance 1 has no window
+
+
+class TestRegionTables:
+
+    def random_masks(self, seed, num, height, width):
+        rng = np.random.default_rng(seed)
+        masks = random_star_polygons(rng, num, height, width).to_bitmap().masks
+        return np.ascontiguousarray(masks.astype(np.uint8))
+
+    def test_tables_are_prefix_sums_and_totals_are_areas(self):
+        masks = self.random_masks(3, 3, 40, 53)  # W not a multiple of 8
+        masks[1] = 0  # an empty instance
+        ys, xs = np.nonzero(masks[0])
+        cut = (int(xs.mean()), int(ys.mean()))  # a region holding part of instance 0 only
+        regions = np.array([[cut[0], cut[1], 53, 40], [0, 0, 53, 40],
+                            [2 ** 62, 2 ** 62, 0, 0]])
+        tables = M.region_tables([masks], regions)
+        for g in range(2):
+            x1, y1, x2, y2 = regions[g]
+            table = tables.flat[tables.offsets[g]:][:(y2 - y1 + 1) * (x2 - x1 + 1)]
+            table = table.reshape(y2 - y1 + 1, x2 - x1 + 1)
+            ref = np.pad(masks[g, y1:y2, x1:x2].astype(np.int64).cumsum(0).cumsum(1),
+                         ((1, 0), (1, 0)))
+            assert np.array_equal(table, ref)
+        assert tables.totals.tolist() == [masks[0].sum(), 0, 0]  # instance 2: no region
+        assert tables.origins.tolist() == [list(cut), [0, 0], [0, 0]]
+        assert tables.sizes.tolist() == [[53 - cut[0], 40 - cut[1]], [53, 40], [0, 0]]
+        assert masks[0].sum() > tables.flat[tables.offsets[1] - 1] > 0
+
+    @pytest.mark.parametrize('width', [64, 61])
+    def test_host_window_sums_equal_brute_force(self, width):
+        masks = self.random_masks(4, 5, 48, width)
+        masks[3] = 0
+        gen = torch.Generator().manual_seed(4)
+        boxes = torch.cat([random_boxes(gen, 80, 48, width),
+                           torch.tensor([[-5., -5., 3., 2.], [width + 2., 10., width + 9., 20.],
+                                         [10., 50., 20., 60.], [7., 7., 7.2, 7.9]])])
+        gt = torch.randint(0, 5, (len(boxes), ), generator=gen)
+        gt[gt == 4] = 0  # instance 4 gets no window
+        windows = M.pixel_windows(boxes, 48, width).numpy()
+        tables = M.region_tables([masks], M.window_regions(windows, gt.numpy(), 5))
+        sums = M.host_window_sums(tables, windows, gt.numpy())
+        assert np.array_equal(sums, brute_force_window_sums(masks, windows, gt.numpy()))
+        assert sums.max() > 50 and (sums == 0).any()
+
+    def test_several_images_of_different_sizes(self):
+        images = [self.random_masks(5, 3, 40, 56), self.random_masks(6, 2, 33, 45)]
+        gen = torch.Generator().manual_seed(5)
+        boxes = [random_boxes(gen, 30, 40, 56), random_boxes(gen, 20, 33, 45)]
+        gt = [torch.randint(0, 3, (30, ), generator=gen), torch.randint(0, 2, (20, ),
+                                                                         generator=gen)]
+        batch = M.batch_area_ratios([BitmapMasks(m, *m.shape[1:]) for m in images], boxes, gt)
+        single = torch.cat([M.bitmap_area_ratios(torch.from_numpy(m), b, g)
+                            for m, b, g in zip(images, boxes, gt)])
+        assert torch.equal(batch, single)
+
+
+class TestPolygonPacking:
+
+    def reference_edges(self, instances):
+        """Edges of each instance, polygon after polygon, by a plain loop."""
+        out = []
+        for parts in instances:
+            edges = []
+            for c, part in enumerate(p for p in parts if len(p)):
+                pts = np.asarray(part, np.float32).reshape(-1, 2)
+                for i in range(len(pts)):
+                    edges.append((*pts[i], *pts[(i + 1) % len(pts)], c))
+            out.append(edges)
+        return out
+
+    def test_packing_matches_a_plain_loop(self):
+        image0 = PolygonMasks([[np.array([0, 0, 4, 0, 4, 3], float)],
+                               [np.array([1, 1, 2, 1, 2, 2, 1, 2], float), np.array([]),
+                                np.array([5, 5, 6, 5, 6, 7], float)],
+                               []], 10, 10)
+        image1 = PolygonMasks([[np.array([3, 3, 8, 3, 8, 8, 3, 8, 2, 5], float)]], 12, 9)
+        edges, comps, num_comps = M.polygon_edge_tensors([image0, image1], 'cpu')
+        ref = self.reference_edges(image0.masks + image1.masks)
+        assert edges.shape == (4, 7, 4) and num_comps == 2
+        for g, inst in enumerate(ref):
+            assert edges[g, :len(inst)].tolist() == [list(e[:4]) for e in inst]
+            assert comps[g, :len(inst)].tolist() == [e[4] for e in inst]
+            assert not edges[g, len(inst):].any()  # padding: zero-length edges
+
+    def test_no_polygons(self):
+        edges, comps, num_comps = M.polygon_edge_tensors([PolygonMasks([], 5, 5)], 'cpu')
+        assert edges.shape == (0, 1, 4) and comps.shape == (0, 1) and num_comps == 1
+
+
+class TestClippedEdgeAreas:
+
+    def clipped_area(self, points, window):
+        """Area of a polygon inside a rectangle, with shapely."""
+        from shapely.geometry import Polygon, box
+        return Polygon(points).intersection(box(*window)).area
+
+    def test_equals_shapely_on_random_polygons_and_windows(self):
+        rng = np.random.default_rng(7)
+        polys = random_star_polygons(rng, 20, 60, 80, max_parts=1)
+        gen = torch.Generator().manual_seed(7)
+        windows = M.pixel_windows(random_boxes(gen, 20, 60, 80), 60, 80).float()
+        windows[0] = torch.tensor([0., 0., 80., 60.])  # the whole image
+        windows[1] = torch.tensor([10., 10., 10., 40.])  # zero width
+        windows[2] = torch.tensor([70., 0., 80., 5.])  # maybe outside the polygon
+        edges, comps, num_comps = M.polygon_edge_tensors([polys], 'cpu')
+        ours = M.polygon_areas_in_windows(edges, comps, num_comps, windows)
+        ref = [self.clipped_area(np.reshape(p[0], (-1, 2)), w)
+               for p, w in zip(polys.masks, windows.tolist())]
+        assert np.allclose(ours.numpy(), ref, atol=1e-3)
+        assert ours[1] == 0 and ours[0] > 50
+
+    def test_axis_parallel_edges_and_both_orientations(self):
+        square = torch.tensor([[0., 0., 4., 0.], [4., 0., 4., 4.], [4., 4., 0., 4.],
+                               [0., 4., 0., 0.]])  # counter-clockwise in x-right, y-up
+        window = torch.tensor([1., -1., 3., 2.])
+        assert M.clipped_edge_areas(square, window).sum().item() == pytest.approx(4.0)
+        clockwise = square.flip(0)[:, [2, 3, 0, 1]]
+        assert M.clipped_edge_areas(clockwise, window).sum().item() == pytest.approx(-4.0)
+
+
+class TestBatches:
+
+    def test_batch_equals_images_one_by_one_and_mmdet(self):
+        rng = np.random.default_rng(8)
+        gen = torch.Generator().manual_seed(8)
+        # Three images of two sizes; the second has no positive.
+        polys = [random_star_polygons(rng, 3, 40, 50), random_star_polygons(rng, 2, 30, 36),
+                 random_star_polygons(rng, 2, 30, 36)]
+        boxes = [random_boxes(gen, 25, 40, 50), torch.zeros(0, 4), random_boxes(gen, 15, 30, 36)]
+        gt = [torch.randint(0, 3, (25, ), generator=gen), torch.zeros(0, dtype=torch.long),
+              torch.randint(0, 2, (15, ), generator=gen)]
+        singles = {}
+        for kind in ('polygon', 'bitmap'):
+            masks = polys if kind == 'polygon' else [p.to_bitmap() for p in polys]
+            batch = M.batch_area_ratios(masks, boxes, gt)
+            singles[kind] = [M.area_ratios(*x) for x in zip(masks, boxes, gt)]
+            ref = torch.cat([mmdet_area_ratios(m, b, g) for m, b, g in zip(masks, boxes, gt)
+                             if len(b)])
+            assert batch.shape == (40, )
+            assert torch.allclose(batch, torch.cat(singles[kind]), atol=1e-6)
+            assert torch.allclose(batch, ref, atol=1e-5)
+            assert ref.max() > 0.5
+        # A batch mixing polygons and bitmaps goes image by image.
+        mixed = M.batch_area_ratios([polys[0], polys[1].to_bitmap(), polys[2].to_bitmap()],
+                                    boxes, gt)
+        assert torch.equal(mixed, torch.cat([singles['polygon'][0], *singles['bitmap'][1:]]))
+
+    def test_empty_batches_and_length_mismatch(self):
+        assert M.batch_area_ratios([], [], []).shape == (0, )
+        masks = BitmapMasks(np.zeros((1, 4, 4), np.uint8), 4, 4)
+        out = M.batch_area_ratios([masks], [torch.zeros(0, 4)], [torch.zeros(0).long()])
+        assert out.shape == (0, )
+        with pytest.raises(ValueError, match='2 of boxes'):
+            M.batch_area_ratios([masks], [torch.zeros(0, 4)] * 2, [torch.zeros(0).long()])

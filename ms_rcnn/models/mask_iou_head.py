@@ -11,7 +11,7 @@ from torch import Tensor
 from torch.nn.modules.utils import _pair
 
 from ..registry import MODELS
-from .mask_iou_math import area_ratios, mask_iou_targets
+from .mask_iou_math import batch_area_ratios, mask_iou_targets
 
 
 @MODELS.register_module()
@@ -114,11 +114,11 @@ class MaskIoUHead(BaseModule):
         Returns:
             Tensor: fp32 IoU targets in [0, 1], shape (P,).
         """
-        ratios = [
-            area_ratios(gt.masks, res.pos_priors, res.pos_assigned_gt_inds)
-            for res, gt in zip(sampling_results, batch_gt_instances)
-        ]
-        ratios = torch.cat(ratios) if ratios else mask_targets.new_zeros((0, ))
+        ratios = batch_area_ratios(
+            [gt.masks for gt in batch_gt_instances],
+            [res.pos_priors for res in sampling_results],
+            [res.pos_assigned_gt_inds for res in sampling_results],
+        ) if sampling_results else mask_targets.new_zeros((0, ))
         if ratios.numel() != mask_targets.size(0):
             raise ValueError(f'{mask_targets.size(0)} mask targets but {ratios.numel()} '
                              'positive RoIs in the sampling results')

@@ -9,8 +9,9 @@ logits (P, 28, 28) and binary mask targets (P, 28, 28) cropped from the GT. Only
 
 Ours binarises predictions at probability 0.5 (logit 0), mmdet at logit 0.5, so the targets
 differ by design. The correctness guards therefore compare (1) the area ratios (ours
-``mask_iou_math.area_ratios`` vs mmdet ``MaskIoUHead()._get_area_ratio``) and (2) the targets
-with mmdet given ``mask_thr_binary=0`` (then both binarise at logit 0).
+``mask_iou_math.batch_area_ratios``, as get_targets calls it, and the one-image
+``area_ratios``, vs mmdet ``MaskIoUHead()._get_area_ratio``) and (2) the targets with mmdet
+given ``mask_thr_binary=0`` (then both binarise at logit 0).
 
     python tools/benchmark/bench_mask_iou_targets.py                # CUDA if available
     python tools/benchmark/bench_mask_iou_targets.py --device cpu --threads 1 --repeats 20
@@ -92,19 +93,24 @@ class Heads:
         ]
 
     def guards(self, inputs: Dict[str, Any], mask_type: str) -> Dict[str, float]:
-        from ms_rcnn.models.mask_iou_math import area_ratios
+        from ms_rcnn.models.mask_iou_math import area_ratios, batch_area_ratios
         gts = inputs[mask_type]
         res = inputs['sampling_results']
-        ours_r = torch.cat([area_ratios(gt.masks, r.pos_priors, r.pos_assigned_gt_inds)
-                            for r, gt in zip(res, gts)])
+        # What get_targets uses (all images at once), and the one-image entry point.
+        ours_r = batch_area_ratios([gt.masks for gt in gts], [r.pos_priors for r in res],
+                                   [r.pos_assigned_gt_inds for r in res])
+        ours_single = torch.cat([area_ratios(gt.masks, r.pos_priors, r.pos_assigned_gt_inds)
+                                 for r, gt in zip(res, gts)])
         mmdet_r = torch.cat([self.mmdet._get_area_ratio(r.pos_priors, r.pos_assigned_gt_inds,
                                                         gt.masks) for r, gt in zip(res, gts)])
+        mmdet_r = mmdet_r.float().to(ours_r.device)
         args = (res, gts, inputs['mask_preds'], inputs['mask_targets'])
         ours_t = self.ours.get_targets(*args, self.cfg)
         mmdet_t0 = self.mmdet.get_targets(*args, self.cfg_logit0)
         mmdet_t = self.mmdet.get_targets(*args, self.cfg)
         return dict(
-            area_ratio_max_abs_diff=(ours_r.float() - mmdet_r.float()).abs().max().item(),
+            area_ratio_max_abs_diff=max((ours_r - mmdet_r).abs().max().item(),
+                                        (ours_single - mmdet_r).abs().max().item()),
             target_max_abs_diff_mmdet_at_logit0=(ours_t - mmdet_t0).abs().max().item(),
             target_mean_abs_diff_by_design=(ours_t - mmdet_t).abs().mean().item(),
             mean_area_ratio=ours_r.float().mean().item(),
