@@ -265,3 +265,37 @@ def test_finite_loss_hook_tolerates_skipped_amp_steps():
     hook.after_train_iter(runner, 0, _batch('a.jpg'), bad)
     with pytest.raises(NonFiniteLossError):
         hook.after_train_iter(runner, 0, _batch('a.jpg'), bad)
+
+
+def test_clean_coco_reports_bad_image_entries_instead_of_crashing(tmp_path):
+    images = [dict(id=1, height=40, width=60), dict(id=2, file_name=5, height=40, width=60)]
+    report = clean_coco(coco(ann(1), images=images), img_dir=str(tmp_path))
+    assert sorted(p.kind for p in report.stops) == ['invalid_image_entry'] * 2
+
+
+def test_a_box_clipped_below_one_pixel_is_dropped():
+    report = clean_coco(coco(ann(1, bbox=[59.5, 1.0, 5.0, 5.0],
+                                 segmentation=[[59.5, 1, 60, 1, 60, 6, 59.5, 6]], area=2.5)))
+    assert report.data['annotations'] == []
+    assert [action for _, action in report.actions] == ['drop_instance']
+
+
+def test_a_category_without_a_name_stops():
+    data = coco(ann(1))
+    data['categories'] = [dict(id=1)]
+    assert [p.kind for p in clean_coco(data).stops] == ['invalid_category_entry']
+
+
+def test_bad_image_error_survives_pickling():
+    import pickle
+    error = pickle.loads(pickle.dumps(BadImageError('a/b.png', 'cannot be read')))
+    assert isinstance(error, BadImageError) and error.path == 'a/b.png'
+    assert str(error).startswith('a/b.png: cannot be read.')
+
+
+def test_dataset_keeps_no_raw_annotations_and_skips_remote_file_checks(toy):
+    dataset = CheckedCocoDataset(**dataset_kwargs(toy))
+    assert dataset.clean_report.data is None
+    assert dataset._image_dir() == osp.join(toy, 'images/train/')
+    dataset.backend_args = dict(backend='petrel', path_mapping={toy: 's3://bucket/'})
+    assert dataset._image_dir() is None  # images are not local files: no stat

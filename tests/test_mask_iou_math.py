@@ -397,3 +397,29 @@ class TestBatches:
         assert out.shape == (0, )
         with pytest.raises(ValueError, match='2 of boxes'):
             M.batch_area_ratios([masks], [torch.zeros(0, 4)] * 2, [torch.zeros(0).long()])
+
+
+def test_area_ratios_of_255_masks_too_large_for_int32_sums():
+    """A 3000x3000 0/255 mask sums past 2**31: the tables widen instead of overflowing."""
+    from ms_rcnn.models.mask_iou_math import batch_area_ratios, bitmap_area_ratios
+    masks = np.full((1, 3000, 3000), 255, np.uint8)  # sums to 2.3e9 > 2**31 - 1
+    boxes = torch.tensor([[0., 0., 3000., 3000.], [0., 0., 1500., 3000.]])
+    inds = torch.tensor([0, 0])
+    host = batch_area_ratios([BitmapMasks(masks, 3000, 3000)], [boxes], [inds])
+    torch.testing.assert_close(host, torch.tensor([1.0, 0.5]))
+    full = bitmap_area_ratios(torch.from_numpy(masks), boxes, inds)  # the accelerator path
+    torch.testing.assert_close(full, torch.tensor([1.0, 0.5]))
+
+
+def test_area_ratios_binarise_wider_integer_masks():
+    """Values such as 256 in an int64 mask count as foreground (a uint8 cast would wrap)."""
+    from ms_rcnn.models.mask_iou_math import batch_area_ratios
+    masks = np.zeros((1, 20, 30), np.int64)
+    masks[0, 5:15, 0:20] = 256
+    boxes = torch.tensor([[0., 0., 10., 20.]])
+    inds = torch.tensor([0])
+    expected = torch.tensor([0.5])
+    torch.testing.assert_close(
+        batch_area_ratios([BitmapMasks(masks, 20, 30)], [boxes], [inds]), expected)
+    torch.testing.assert_close(
+        batch_area_ratios([torch.from_numpy(masks)], [boxes], [inds]), expected)

@@ -78,12 +78,13 @@ class CleanReport:
     """What :func:`clean_coco` found and did.
 
     Attributes:
-        data (dict): The cleaned annotation dict (the input is not modified).
+        data (dict | None): The cleaned annotation dict (the input is not modified); the
+            dataset releases it once loaded.
         stops (list[Problem]): Problems whose action is ``stop``; the data is unusable.
         actions (list[tuple[Problem, str]]): Every other problem with the action taken.
     """
 
-    data: dict
+    data: Optional[dict]
     stops: List[Problem] = field(default_factory=list)
     actions: List[Tuple[Problem, str]] = field(default_factory=list)
 
@@ -139,7 +140,7 @@ def _repair(ann: dict, image: dict, problems: List[Problem]) -> Optional[dict]:
             return None
     if 'bbox_out_of_bounds' in kinds:
         fixed['bbox'] = clip_bbox(ann['bbox'], image['height'], image['width'])
-        if fixed['bbox'][2] <= 0 or fixed['bbox'][3] <= 0:
+        if fixed['bbox'][2] < 1 or fixed['bbox'][3] < 1:  # what mmdet would drop silently
             return None
     if fixed.get('area') is None:
         fixed['area'] = float(fixed['bbox'][2] * fixed['bbox'][3])
@@ -153,11 +154,12 @@ def missing_image_files(images_by_id: Dict[Any, dict], img_dir: str) -> List[Pro
         images_by_id (dict): Valid image entries by id.
         img_dir (str): Directory that the entries' ``file_name``\\ s are relative to.
     """
+    named = [(img_id, img['file_name']) for img_id, img in images_by_id.items()
+             if isinstance(img.get('file_name'), str) and img['file_name']]  # others: stops
     return [Problem(checks.SEVERITY['image_missing'], 'image_missing',
-                    f'image file not found: {osp.join(img_dir, img["file_name"])}',
-                    image=img['file_name'], image_id=img_id)
-            for img_id, img in images_by_id.items()
-            if not osp.isfile(osp.join(img_dir, img['file_name']))]
+                    f'image file not found: {osp.join(img_dir, name)}', image=name,
+                    image_id=img_id)
+            for img_id, name in named if not osp.isfile(osp.join(img_dir, name))]
 
 
 def clean_coco(data: Any, expect_masks: bool = True,

@@ -46,6 +46,10 @@ class BadImageError(RuntimeError):
     def __init__(self, path: str, reason: str):
         super().__init__(f'{path}: {reason}. Check the dataset with tools/check_dataset.py.')
         self.path = path
+        self.reason = reason
+
+    def __reduce__(self):  # rebuilt intact when a dataloader worker re-raises it
+        return type(self), (self.path, self.reason)
 
 
 class CheckedImageLoading:
@@ -128,10 +132,11 @@ class CheckedCocoDataset(CocoDataset):
         return any(getattr(t, 'with_mask', False) for t in self.pipeline.transforms)
 
     def _image_dir(self) -> Optional[str]:
+        """Where to ``stat`` the images: only local files (no remote backend or mapping)."""
         img_dir = self.data_prefix.get('img', '')
-        if not self.check_image_files or '://' in img_dir:
-            return None
-        return img_dir
+        remote = '://' in img_dir or (self.backend_args or {}).get('backend', 'local') != 'local' \
+            or bool((self.backend_args or {}).get('path_mapping'))
+        return None if remote or not self.check_image_files else img_dir
 
     def load_data_list(self) -> List[dict]:
         """Check and clean the annotation file, then load it as mmdet does."""
@@ -153,6 +158,7 @@ class CheckedCocoDataset(CocoDataset):
             return super().load_data_list()
         finally:
             del self.COCOAPI  # back to the class attribute
+            report.data = None  # mmdet keeps no raw annotations either (workers copy them)
 
     def _log_actions(self, report: CleanReport) -> None:
         for action, verb in _WARNED_ACTIONS.items():

@@ -15,7 +15,7 @@ kind                       severity  meaning
 invalid_structure          error     top level is not an object, or ``images``/``annotations``/
                                      ``categories`` is missing or not a list of objects, or there
                                      are no categories
-invalid_category_entry     error     a category without a usable ``id``
+invalid_category_entry     error     a category without a usable ``id`` or a ``name`` string
 duplicate_category_id      error     two categories share an id
 invalid_image_entry        error     an image without a usable ``id``, ``file_name``, or positive
                                      integer ``height``/``width`` (mmdet raises ``KeyError``)
@@ -245,6 +245,9 @@ def check_categories(categories: List[dict]) -> Tuple[set, List[Problem]]:
                                      f'category id {cat_id!r} appears more than once'))
         else:
             ids.add(cat_id)
+            if not isinstance(cat.get('name'), str):  # pycocotools' getCatIds reads every name
+                problems.append(_problem('invalid_category_entry',
+                                         f'category {cat_id!r} has no "name" string'))
     return ids, problems
 
 

@@ -218,7 +218,8 @@ def save_then_prune(hook, runner, step: int, meta: dict) -> None:
 
     Saves checkpoint ``step``, then points ``last_checkpoint`` at it, and only then deletes the
     checkpoint that falls out of the last ``max_keep_ckpts``. At every moment a complete
-    checkpoint exists and the pointer names one. mmengine 0.10 deletes first. Everything else
+    checkpoint exists and the pointer names one (a crash between saving and pruning leaves one
+    checkpoint too many, never one too few). mmengine 0.10 deletes first. Everything else
     (bookkeeping in ``keep_ckpt_ids`` and the message hub, arguments of ``save_checkpoint``) is
     as in mmengine.
     """
@@ -242,6 +243,8 @@ def save_then_prune(hook, runner, step: int, meta: dict) -> None:
         return
     atomic_write(osp.join(runner.work_dir, POINTER_NAME), hook.last_ckpt)
     for old_step in outdated:
+        if old_step == step:  # never the checkpoint just written
+            continue
         old = hook.file_backend.join_path(hook.out_dir, hook.filename_tmpl.format(old_step))
         if hook.file_backend.isfile(old):
             hook.file_backend.remove(old)

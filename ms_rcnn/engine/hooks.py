@@ -203,8 +203,9 @@ class CheckFiniteLossHook(Hook):
     With a plain optimizer a non-finite loss has already poisoned the weights by the time the
     hook runs, so it stops at once, before :class:`~mmengine.hooks.CheckpointHook` (which runs
     later) could save them: the last checkpoint on disk stays the last good one. Under mixed
-    precision (``AmpOptimWrapper``) the gradient scaler skips such a step and leaves the weights
-    alone, so a few in a row are normal while the scale adapts; the run stops after
+    precision (``AmpOptimWrapper``) the gradient scaler skips the optimizer step of such an
+    iteration (fp16 overflow), so the weights are not updated (train-mode BatchNorm statistics
+    are; our R-50 configs freeze them), and an isolated one is survivable; the run stops after
     ``amp_patience`` consecutive ones. In distributed runs every rank takes the same decision
     (the flag is all-reduced), so none is left waiting.
 
@@ -232,9 +233,9 @@ class CheckFiniteLossHook(Hook):
             return
         self.consecutive += 1
         amp = isinstance(runner.optim_wrapper, AmpOptimWrapper)
-        where = (f'iteration {runner.iter + 1}: non-finite '
-                 f'{", ".join(bad_terms) or "loss on another rank"}; '
-                 f'images {batch_image_paths(data_batch)}')
+        where = (f'iteration {runner.iter + 1}: non-finite {", ".join(bad_terms)}; images '
+                 f'{batch_image_paths(data_batch)}' if bad_terms else
+                 f'iteration {runner.iter + 1}: non-finite loss on another rank')
         if amp and self.consecutive <= self.amp_patience:
             runner.logger.warning(f'{where} (step skipped by the gradient scaler, '
                                   f'{self.consecutive}/{self.amp_patience})')

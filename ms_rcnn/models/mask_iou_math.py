@@ -21,6 +21,10 @@ import torch
 from mmdet.structures.mask import BitmapMasks, PolygonMasks
 from torch import Tensor
 
+#: Largest table area (pixels) whose int32 sums cannot overflow, even for uint8 masks that hold
+#: 255 per pixel; larger tables are built in a wider type.
+MAX_INT32_PIXELS = (2**31 - 1) // 255
+
 
 def logit_threshold(prob_thr: float) -> float:
     """The logit that corresponds to a probability threshold.
@@ -157,7 +161,8 @@ def summed_area_table(masks: Tensor) -> Tensor:
         Tensor: int32 table where ``t[..., y, x]`` counts the pixels above row y and left of
         column x, shape (G, H + 1, W + 1) or (H + 1, W + 1).
     """
-    table = torch.nn.functional.pad(masks.to(torch.int32), (1, 0, 1, 0))
+    dtype = torch.int32 if masks.shape[-2] * masks.shape[-1] <= MAX_INT32_PIXELS else torch.int64
+    table = torch.nn.functional.pad(masks.to(dtype), (1, 0, 1, 0))
     return table.cumsum_(-2).cumsum_(-1)
 
 
@@ -238,14 +243,17 @@ def region_tables(masks: Sequence[np.ndarray], regions: np.ndarray) -> SummedAre
     rects = np.where(used[:, None], regions, 0)  # (G, 4), empty for the others
     shapes = [(y2 - y1 + 1, x2 - x1 + 1) for x1, y1, x2, y2 in rects.tolist()]
     ends = list(itertools.accumulate((h * w for h, w in shapes), initial=0))
-    flat = np.empty(ends[-1], np.int32)
+    # int32 unless one region could overflow it (uint8 masks may hold 255 per pixel).
+    exact_int32 = max((h * w for h, w in shapes), default=0) <= MAX_INT32_PIXELS
+    flat = np.empty(ends[-1], np.int32 if exact_int32 else np.float64)
     totals = []
     for (image, g), (x1, y1, x2, y2), in_use, shape, start, end in zip(
             instances, rects.tolist(), used.tolist(), shapes, ends, ends[1:]):
         totals.append(cv2.sumElems(image[g])[0] if in_use else 0)
         table = flat[start:end].reshape(shape)
         if x2 > x1 and y2 > y1:
-            cv2.integral(image[g, y1:y2, x1:x2], sum=table, sdepth=cv2.CV_32S)
+            cv2.integral(image[g, y1:y2, x1:x2], sum=table,
+                         sdepth=cv2.CV_32S if exact_int32 else cv2.CV_64F)
         else:  # no pixel inside
             table.fill(0)
     return SummedAreaTables(
@@ -274,7 +282,7 @@ def host_window_sums(tables: SummedAreaTables, windows: np.ndarray,
     # Corners (y1, x1), (y1, x2), (y2, x1), (y2, x2) of each window in the flat tables.
     corners = tables.offsets[gt_inds, None] + local[:, [1, 1, 3, 3]] * stride \
         + local[:, [0, 2, 0, 2]]
-    return tables.flat[corners] @ np.array([1, -1, -1, 1], np.int32)
+    return tables.flat[corners] @ np.array([1, -1, -1, 1], tables.flat.dtype)
 
 
 def host_bitmap_area_ratios(masks: Sequence[np.ndarray], windows: np.ndarray,
@@ -491,13 +499,17 @@ def as_bitmap(gt_masks: Union[BitmapMasks, Tensor]) -> Union[np.ndarray, Tensor]
     """
     if isinstance(gt_masks, BitmapMasks):
         masks = gt_masks.masks
-        return masks.view(np.uint8) if masks.dtype == bool else masks.astype(np.uint8, copy=False)
+        if masks.dtype in (bool, np.uint8):
+            return masks.view(np.uint8)
+        return (masks != 0).view(np.uint8)  # a cast would wrap values such as 256 to 0
     if not isinstance(gt_masks, Tensor):
         raise TypeError('gt_instances.masks must be BitmapMasks, PolygonMasks or a Tensor, '
                         f'got {type(gt_masks).__name__}')
     if gt_masks.dtype == torch.bool:
         return gt_masks.view(torch.uint8)  # same bytes; byte reductions are much faster
-    return gt_masks.to(torch.uint8)
+    if gt_masks.dtype == torch.uint8:
+        return gt_masks
+    return gt_masks.ne(0).view(torch.uint8)  # a cast would wrap values such as 256 to 0
 
 
 def host_integer_boxes(boxes: Sequence[Tensor]) -> np.ndarray:
