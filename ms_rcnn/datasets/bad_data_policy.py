@@ -21,7 +21,6 @@ Actions, per problem kind (:data:`POLICY`):
 - ``skip_image``: found only when the image is decoded; see ``CheckedCocoDataset``.
 """
 import copy
-import os.path as osp
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
@@ -147,21 +146,6 @@ def _repair(ann: dict, image: dict, problems: List[Problem]) -> Optional[dict]:
     return fixed
 
 
-def missing_image_files(images_by_id: Dict[Any, dict], img_dir: str) -> List[Problem]:
-    """One ``image_missing`` problem per image entry whose file does not exist (no decoding).
-
-    Args:
-        images_by_id (dict): Valid image entries by id.
-        img_dir (str): Directory that the entries' ``file_name``\\ s are relative to.
-    """
-    named = [(img_id, img['file_name']) for img_id, img in images_by_id.items()
-             if isinstance(img.get('file_name'), str) and img['file_name']]  # others: stops
-    return [Problem(checks.SEVERITY['image_missing'], 'image_missing',
-                    f'image file not found: {osp.join(img_dir, name)}', image=name,
-                    image_id=img_id)
-            for img_id, name in named if not osp.isfile(osp.join(img_dir, name))]
-
-
 def clean_coco(data: Any, expect_masks: bool = True,
                img_dir: Optional[str] = None) -> CleanReport:
     """Check a COCO annotation dict and apply :data:`POLICY` to what is found.
@@ -181,7 +165,7 @@ def clean_coco(data: Any, expect_masks: bool = True,
     images_by_id, image_problems = checks.index_images(data['images'])
     problems += image_problems
     if img_dir is not None:
-        problems += missing_image_files(images_by_id, img_dir)
+        problems += checks.check_image_files(data['images'], img_dir, decode=False)
     problems += checks.check_images_without_annotations(images_by_id, data['annotations'])
     problems += checks.check_duplicate_annotation_ids(data['annotations'], images_by_id)
     report = CleanReport(data=data)

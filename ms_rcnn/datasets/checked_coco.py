@@ -25,7 +25,7 @@ from mmengine.logging import print_log
 from ..registry import DATASETS
 from .bad_data_policy import (CLIP_BOX, DROP_INSTANCE, DROP_PARTS, FILL_AREA, KEEP,
                               BadDatasetError, CleanReport, clean_coco, format_problems)
-from .coco_checks import load_annotation_file
+from .coco_checks import load_annotation_file, size_mismatch
 
 _WARNED_ACTIONS = {
     DROP_INSTANCE: 'instances dropped',
@@ -72,11 +72,9 @@ class CheckedImageLoading:
             raise BadImageError(path, f'cannot be read ({type(exc).__name__}: {exc})') from exc
         if out is None or None in expected:
             return out
-        shape = tuple(out['ori_shape'][:2])
-        if shape != expected:
-            swapped = ' (swapped: EXIF rotation?)' if shape == expected[::-1] else ''
-            raise BadImageError(path, f'image is {shape[0]}x{shape[1]} (HxW) but the annotation '
-                                f'file says {expected[0]}x{expected[1]}{swapped}')
+        mismatch = size_mismatch(out['ori_shape'][:2], expected)
+        if mismatch is not None:
+            raise BadImageError(path, mismatch)
         return out
 
     def __repr__(self) -> str:

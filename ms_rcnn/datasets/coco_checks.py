@@ -301,8 +301,21 @@ def index_images(images: List[dict]) -> Tuple[Dict[Any, dict], List[Problem]]:
     return by_id, problems
 
 
-def check_image_file(img: dict, img_dir: str) -> Optional[Problem]:
-    """Decode one image and compare its size with the entry's; the problem, or None."""
+def size_mismatch(actual: Tuple[int, int], expected: Tuple[int, int]) -> Optional[str]:
+    """Why a decoded image's ``(height, width)`` does not fit its entry's, or None if it does."""
+    if tuple(actual) == tuple(expected):
+        return None
+    swapped = ' (swapped: EXIF rotation?)' if tuple(actual) == tuple(expected)[::-1] else ''
+    return (f'image is {actual[0]}x{actual[1]} (HxW) but the annotation file says '
+            f'{expected[0]}x{expected[1]}{swapped}')
+
+
+def check_image_file(img: dict, img_dir: str, decode: bool = True) -> Optional[Problem]:
+    """Check that one image exists and, with ``decode``, that it decodes to the entry's size.
+
+    Returns:
+        Problem | None: The problem, or None.
+    """
     import cv2
 
     file_name = img['file_name']
@@ -310,28 +323,33 @@ def check_image_file(img: dict, img_dir: str) -> Optional[Problem]:
     where = dict(image=file_name, image_id=img['id'])
     if not osp.isfile(path):
         return _problem('image_missing', f'image file not found: {path}', **where)
+    if not decode:
+        return None
     data = cv2.imread(path, cv2.IMREAD_COLOR)
     if data is None:
         return _problem('image_unreadable', f'cannot decode image file {path}', **where)
-    height, width = data.shape[:2]
-    if (height, width) != (img['height'], img['width']):
-        swapped = ' (swapped: EXIF rotation?)' if (width, height) == (img['height'],
-                                                                      img['width']) else ''
-        return _problem('image_size_mismatch',
-                        f'image is {height}x{width} (HxW) but the annotation file says '
-                        f'{img["height"]}x{img["width"]}{swapped}', **where)
+    mismatch = size_mismatch(data.shape[:2], (img['height'], img['width']))
+    if mismatch is not None:
+        return _problem('image_size_mismatch', mismatch, **where)
     return None
 
 
-def _check_image_files(images: List[dict], img_dir: str) -> List[Problem]:
-    """Check the files of all well-formed image entries (each file once)."""
+def check_image_files(images: List[dict], img_dir: str, decode: bool = True) -> List[Problem]:
+    """Check the files of all well-formed image entries (each file once).
+
+    Args:
+        images (list[dict]): Image entries.
+        img_dir (str): Directory that the ``file_name``\\ s are relative to.
+        decode (bool): Decode each image (size and readability); without it only existence is
+            checked, one ``stat`` per file.
+    """
     problems = []
     done: set = set()
     for index, img in enumerate(images):
         if _image_entry_problem(index, img) is not None or img['file_name'] in done:
             continue
         done.add(img['file_name'])
-        problem = check_image_file(img, img_dir)
+        problem = check_image_file(img, img_dir, decode)
         if problem is not None:
             problems.append(problem)
     return problems
@@ -578,7 +596,7 @@ def check_coco(ann: dict, img_dir: Optional[str], check_images: bool = True, *,
     images_by_id, image_problems = index_images(ann['images'])
     problems += image_problems
     if check_images and img_dir is not None:
-        problems += _check_image_files(ann['images'], img_dir)
+        problems += check_image_files(ann['images'], img_dir)
     problems += check_images_without_annotations(images_by_id, ann['annotations'])
     for index, annotation in enumerate(ann['annotations']):
         problems += check_annotation(index, annotation, images_by_id, cat_ids, expect_masks)
