@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 from pycocotools import mask as mask_utils
 
+from ms_rcnn.datasets import coco_checks
 from ms_rcnn.testing import REPO_ROOT
 
 _spec = importlib.util.spec_from_file_location(
@@ -176,20 +177,19 @@ def test_clean_dataset_has_no_problems(tmp_path):
 def test_each_problem_kind_is_found_and_named(tmp_path, mutate, expected):
     problems = run_case(tmp_path, mutate)
     assert refs(problems) == expected
-    assert all(p.severity == cd.SEVERITY[p.kind] for p in problems)
+    assert all(p.severity == coco_checks.SEVERITY[p.kind] for p in problems)
     assert all(p.message for p in problems)
 
 
 def test_cases_cover_every_kind_and_the_docstring_documents_them(tmp_path):
     covered = {kind for _, _, expected in CASES for kind, _, _ in expected}
-    assert covered == set(cd.SEVERITY)
+    assert covered == set(coco_checks.SEVERITY)
     table = {}
-    from ms_rcnn.datasets import coco_checks
     for line in coco_checks.__doc__.splitlines():
         words = line.split()
-        if len(words) >= 2 and words[0] in cd.SEVERITY:
+        if len(words) >= 2 and words[0] in coco_checks.SEVERITY:
             table[words[0]] = words[1]
-    assert table == cd.SEVERITY
+    assert table == coco_checks.SEVERITY
 
 
 def test_top_level_not_an_object():
@@ -231,14 +231,14 @@ def test_swapped_size_is_pointed_out(tmp_path):
 
 def test_rle_string_counts_matches_pycocotools():
     rle = rle_of_box(3, 4, 17, 9)
-    runs = cd.rle_string_counts(rle['counts'])
+    runs = coco_checks.rle_string_counts(rle['counts'])
     assert sum(runs) == H * W and sum(runs[1::2]) == 17 * 9 == mask_utils.area(rle)
 
 
 def test_shoelace_area():
-    assert cd.shoelace_area(square(0, 0, 3)) == 9
-    assert cd.shoelace_area([0, 0, 4, 0, 0, 3]) == 6
-    assert cd.shoelace_area([0, 0, 1, 1, 2, 2]) == 0
+    assert coco_checks.shoelace_area(square(0, 0, 3)) == 9
+    assert coco_checks.shoelace_area([0, 0, 4, 0, 0, 3]) == 6
+    assert coco_checks.shoelace_area([0, 0, 1, 1, 2, 2]) == 0
 
 
 # ----------------------------------------------------------------------------- CLI

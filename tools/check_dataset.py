@@ -29,10 +29,8 @@ from collections import Counter
 from dataclasses import asdict
 from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple
 
-from ms_rcnn.datasets.coco_checks import (ERROR, SEVERITY, WARNING,  # noqa: F401 (re-exported)
-                                          DatasetInputError, Problem, check_coco,
-                                          load_annotation_file, rle_string_counts,
-                                          shoelace_area)
+from ms_rcnn.datasets.coco_checks import (ERROR, WARNING, DatasetInputError, Problem,
+                                          check_coco, load_annotation_file)
 
 
 def _join_root(data_root: str, path: str) -> str:
@@ -78,8 +76,7 @@ def sources_from_config(config: str, split: str,
     Raises:
         DatasetInputError: When the config cannot be read or names no annotation file.
     """
-    import ms_rcnn  # noqa: F401  registers modules and ms_rcnn:: config inheritance
-    from mmengine.config import Config
+    from mmengine.config import Config  # ms_rcnn, imported above, enables ms_rcnn:: bases
 
     if not osp.isfile(config):
         raise DatasetInputError(f'config file {config} not found')
