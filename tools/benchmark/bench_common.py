@@ -459,6 +459,16 @@ def detection_batch(rng: np.random.Generator, batch: int, height: int, width: in
     return dict(inputs=inputs, data_samples=samples)
 
 
+def default_size(args: argparse.Namespace, device: torch.device) -> tuple:
+    """``--size`` if given, else (H, W) for the device: 800x1216 on CUDA, 512x672 on the CPU,
+    128x160 with ``--small``."""
+    if args.size is not None:
+        return args.size
+    if args.small:
+        return (128, 160)
+    return (800, 1216) if device.type == 'cuda' else (512, 672)
+
+
 def parse_size(text: str) -> tuple:
     """'HxW' -> (H, W)."""
     try:

@@ -161,9 +161,7 @@ def main(argv: Optional[List[str]] = None) -> Dict[str, Any]:
     args = parser.parse_args(argv)
     device = common.setup(args)
     common.quiet_mmengine()
-    if args.size is None:
-        args.size = (128, 160) if args.small else \
-            ((800, 1216) if device.type == 'cuda' else (512, 672))
+    args.size = common.default_size(args, device)
     if args.small:
         args.batches = [1, 2]
     height, width = args.size
