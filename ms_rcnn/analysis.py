@@ -39,14 +39,7 @@ def true_ious(det_rles: List[dict], det_cats: Sequence[int], gt_rles: List[dict]
     Returns:
         np.ndarray: Shape (D,), 0 where the image has no instance of the class.
     """
-    if not det_rles:
-        return np.zeros(0)
-    if not gt_rles:
-        return np.zeros(len(det_rles))
-    ious = np.asarray(mask_utils.iou(det_rles, gt_rles, [0] * len(gt_rles))).reshape(
-        len(det_rles), len(gt_rles))
-    same_class = np.asarray(det_cats)[:, None] == np.asarray(gt_cats)[None, :]
-    return np.where(same_class, ious, 0.0).max(1)
+    return best_iou_of_class(det_rles, det_cats, gt_rles, gt_cats)
 
 
 def best_box_ious(det_boxes: np.ndarray, det_cats: Sequence[int], gt_boxes: np.ndarray,
@@ -63,11 +56,27 @@ def best_box_ious(det_boxes: np.ndarray, det_cats: Sequence[int], gt_boxes: np.n
         np.ndarray: Shape (D,), 0 where the image has no instance of the class.
     """
     det_boxes = np.asarray(det_boxes, dtype=np.float64).reshape(-1, 4)
-    if len(det_boxes) == 0 or len(gt_boxes) == 0:
-        return np.zeros(len(det_boxes))
     xywh = np.concatenate([det_boxes[:, :2], det_boxes[:, 2:] - det_boxes[:, :2]], 1)
-    ious = np.asarray(mask_utils.iou(xywh.tolist(), np.asarray(gt_boxes, float).tolist(),
-                                     [0] * len(gt_boxes))).reshape(len(xywh), len(gt_boxes))
+    return best_iou_of_class(xywh.tolist(), det_cats,
+                             np.asarray(gt_boxes, float).reshape(-1, 4).tolist(), gt_cats)
+
+
+def best_iou_of_class(dets: list, det_cats: Sequence[int], gts: list,
+                      gt_cats: Sequence[int]) -> np.ndarray:
+    """IoU of each detection with the best ground truth of its class (pycocotools' ``iou``).
+
+    Args:
+        dets (list): D detections, all RLEs or all (x, y, w, h) boxes.
+        det_cats (Sequence[int]): Category id of each detection.
+        gts (list): G ground truths of the same kind (non-crowd).
+        gt_cats (Sequence[int]): Category id of each ground truth.
+
+    Returns:
+        np.ndarray: Shape (D,), 0 where the image has no instance of the class.
+    """
+    if len(dets) == 0 or len(gts) == 0:
+        return np.zeros(len(dets))
+    ious = np.asarray(mask_utils.iou(dets, gts, [0] * len(gts))).reshape(len(dets), len(gts))
     same_class = np.asarray(det_cats)[:, None] == np.asarray(gt_cats)[None, :]
     return np.where(same_class, ious, 0.0).max(1)
 
