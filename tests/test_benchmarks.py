@@ -10,6 +10,9 @@ import json
 import os.path as osp
 import sys
 
+import pytest
+import torch
+
 from ms_rcnn.testing import REPO_ROOT
 
 BENCH_DIR = osp.join(REPO_ROOT, 'tools', 'benchmark')
@@ -75,7 +78,21 @@ def test_bench_mask_iou_targets(tmp_path):
         assert case['guards']['area_ratio_max_abs_diff'] < 1e-4
         assert case['guards']['target_max_abs_diff_mmdet_at_logit0'] < 1e-4
         assert case['ratio_of_medians'] > 0
+    for case in result['cases']:  # counted on CUDA only
+        assert case['host_syncs_per_call'] == {'mmdet': None, 'ours': None}
     assert json.loads(out.read_text())['guards_ok']
+
+
+def test_count_host_syncs():
+    common = load('bench_common')
+    assert common.count_host_syncs(lambda: torch.ones(3).sum().item(), torch.device('cpu')) \
+        is None
+    if not torch.cuda.is_available():
+        pytest.skip('counting needs a CUDA device')
+    x = torch.ones(3, device='cuda')
+    assert common.count_host_syncs(lambda: x * 2, torch.device('cuda')) == 0
+    assert common.count_host_syncs(lambda: (x.sum().item(), x.nonzero()),
+                                   torch.device('cuda')) == 2
 
 
 def test_bench_train_step(tmp_path):

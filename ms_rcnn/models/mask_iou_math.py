@@ -176,7 +176,8 @@ def full_tables(masks: Tensor) -> SummedAreaTables:
         flat=table.flatten(),
         offsets=torch.arange(num, device=device) * step,
         origins=torch.zeros((num, 2), dtype=torch.long, device=device),
-        sizes=torch.tensor([[width, height]], device=device).expand(num, 2),
+        sizes=torch.stack([torch.full((num, ), width, device=device),
+                           torch.full((num, ), height, device=device)], 1),
         totals=table[:, -1, -1])
 
 
@@ -386,7 +387,9 @@ def polygon_edge_tensors(polygons: Sequence[PolygonMasks],
         comps = np.zeros(edges.shape[:2], np.int64)
         comps[owner, slot] = ring_index[ring_of]
     num_comps = int(comps.max(initial=0)) + 1
-    return torch.from_numpy(edges).to(device), torch.from_numpy(comps).to(device), num_comps
+    # non_blocking: pageable host memory is staged at once, without waiting for the device.
+    return (torch.from_numpy(edges).to(device, non_blocking=True),
+            torch.from_numpy(comps).to(device, non_blocking=True), num_comps)
 
 
 def polygon_areas_in_windows(edges: Tensor, components: Tensor, num_comps: int,

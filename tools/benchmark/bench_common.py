@@ -19,6 +19,7 @@ import subprocess
 import sys
 import threading
 import time
+import warnings
 from typing import Any, Callable, Dict, List, Optional, Sequence
 
 import numpy as np
@@ -172,6 +173,26 @@ def _jsonable(obj):
 def sync(device: torch.device) -> None:
     if device.type == 'cuda':
         torch.cuda.synchronize(device)
+
+
+def count_host_syncs(fn: Callable[[], Any], device: torch.device) -> Optional[int]:
+    """How many times one call of ``fn`` makes the host wait for the device.
+
+    CUDA only (None elsewhere): the call runs under ``torch.cuda.set_sync_debug_mode('warn')``,
+    which warns at every synchronising operation (``item``, ``nonzero``, a device-to-host or
+    blocking host-to-device copy, ...); the warnings are counted.
+    """
+    if device.type != 'cuda':
+        return None
+    sync(device)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter('always')
+        torch.cuda.set_sync_debug_mode('warn')
+        try:
+            fn()
+        finally:
+            torch.cuda.set_sync_debug_mode('default')
+    return sum('synchroniz' in str(w.message) for w in caught)
 
 
 _LIBC = None

@@ -92,6 +92,12 @@ class Heads:
             common.Side('ours', lambda _: self.ours.get_targets(*args, self.cfg)),
         ]
 
+    def host_syncs(self, inputs: Dict[str, Any], mask_type: str,
+                   device: torch.device) -> Dict[str, Optional[int]]:
+        """Host waits for the device during one get_targets call of each side (CUDA only)."""
+        return {side.name: common.count_host_syncs(lambda: side.run(None), device)
+                for side in self.sides(inputs, mask_type)}
+
     def guards(self, inputs: Dict[str, Any], mask_type: str) -> Dict[str, float]:
         from ms_rcnn.models.mask_iou_math import area_ratios, batch_area_ratios
         gts = inputs[mask_type]
@@ -122,6 +128,7 @@ def bench_case(heads: Heads, inputs, mask_type: str, args, device) -> Dict[str, 
                                  device)
     out = dict(times=res, **common.ratio(res, 'mmdet', 'ours'))
     out['guards'] = heads.guards(inputs, mask_type)
+    out['host_syncs_per_call'] = heads.host_syncs(inputs, mask_type, device)
     return out
 
 
@@ -175,6 +182,11 @@ def main(argv: Optional[List[str]] = None) -> Dict[str, Any]:
           'median ms per get_targets call for the whole batch):')
     common.print_table(['case', 'mmdet ms', 'ours ms', 'mmdet/ours', 'paired', 'ratio diff',
                         'target diff@0'], rows)
+    if device.type == 'cuda':
+        print('Host waits for the device per get_targets call (torch.cuda sync debug mode): '
+              + '; '.join(f'{c["mask_type"]} {c["pos_per_img"]}: mmdet '
+                          f'{c["host_syncs_per_call"]["mmdet"]}, ours '
+                          f'{c["host_syncs_per_call"]["ours"]}' for c in cases))
 
     scaling, rows = [], []
     if not args.no_scaling:

@@ -1,0 +1,118 @@
+"""The MaskIoU head never waits for the accelerator.
+
+Its targets (bitmap and polygon ground truth), loss, backward pass and scoring must run without
+a device-to-host copy, which would stall the GPU until all queued work is done.
+
+On the CPU this is checked on PyTorch's ``meta`` device: its tensors have shapes but no data,
+so every operation that has to read a value on the host (``item``, ``bool``, ``tolist``,
+``nonzero``, boolean indexing, ``unique``, ``repeat_interleave`` without a size, a copy to the
+CPU) raises there. Those are the operations that synchronise with a GPU. On CUDA the same
+calls run under ``torch.cuda.set_sync_debug_mode('error')``, which also catches blocking
+host-to-device copies.
+"""
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+import torch
+from mmdet.models.roi_heads.mask_heads import MaskIoUHead as MMDetMaskIoUHead
+from mmdet.structures.mask import BitmapMasks, PolygonMasks
+from mmengine.config import ConfigDict
+from mmengine.structures import InstanceData
+
+from ms_rcnn.models import MaskIoUHead
+from ms_rcnn.models.mask_iou_math import batch_area_ratios
+
+CFG = ConfigDict(mask_thr_binary=0.5)
+HEIGHT, WIDTH = 48, 64
+
+
+def ground_truth(mask_type: str, num_images: int = 2) -> list:
+    """Three square instances per image, as bitmaps or polygons (host memory, as in training)."""
+    squares = [(4, 4, 20, 20), (24, 8, 60, 40), (10, 30, 30, 46)]  # x1, y1, x2, y2
+    polygons = [[np.array([x1, y1, x2, y1, x2, y2, x1, y2], np.float64)]
+                for x1, y1, x2, y2 in squares]
+    gts = []
+    for _ in range(num_images):
+        masks = PolygonMasks(polygons, HEIGHT, WIDTH)
+        if mask_type == 'bitmap':
+            masks = BitmapMasks(masks.to_bitmap().masks.astype(np.uint8), HEIGHT, WIDTH)
+        gts.append(InstanceData(masks=masks))
+    return gts
+
+
+def sampling_results(device, num_images: int = 2) -> list:
+    boxes = torch.tensor([[3., 3., 19., 21.], [20., 6., 62., 44.], [0., 0., 64., 48.],
+                          [12., 28., 28., 44.]], device=device)
+    inds = torch.tensor([0, 1, 1, 2], device=device)
+    return [SimpleNamespace(pos_priors=boxes, pos_assigned_gt_inds=inds)
+            for _ in range(num_images)]
+
+
+def small_head(device) -> MaskIoUHead:
+    return MaskIoUHead(num_classes=3, in_channels=8, conv_out_channels=8,
+                       fc_out_channels=16).to(device)
+
+
+def training_and_scoring(device, mask_type: str) -> dict:
+    """One MaskIoU training step (forward, targets, loss, backward) and one scoring call."""
+    head = small_head(device)
+    gts = ground_truth(mask_type)
+    results = sampling_results(device)
+    num_pos = sum(len(r.pos_priors) for r in results)
+    feats = torch.randn(num_pos, 8, 14, 14, device=device)
+    mask_preds = torch.randn(num_pos, 28, 28, device=device, requires_grad=True)
+    mask_targets = (torch.rand(num_pos, 28, 28, device=device) > 0.5).float()
+    labels = torch.tensor([0, 1, 1, 2] * 2, device=device)
+
+    iou_preds = head(feats, mask_preds)
+    pos_iou = iou_preds[torch.arange(num_pos, device=device), labels]
+    loss = head.loss_and_target(pos_iou, mask_preds, mask_targets, results, gts,
+                                CFG)['loss_mask_iou']
+    loss.backward()
+
+    detections = InstanceData(scores=torch.rand(5, device=device),
+                              labels=torch.tensor([0, 2, 1, 1, 0], device=device))
+    scored = head.predict_by_feat([head(feats[:5], mask_preds[:5].detach())], [detections])[0]
+    return dict(loss=loss, grad=mask_preds.grad, scores=scored.scores,
+                ratios=batch_area_ratios([gt.masks for gt in gts],
+                                         [r.pos_priors for r in results],
+                                         [r.pos_assigned_gt_inds for r in results]))
+
+
+@pytest.mark.parametrize('mask_type', ['bitmap', 'polygon'])
+def test_no_host_read_on_meta_device(mask_type):
+    out = training_and_scoring(torch.device('meta'), mask_type)
+    assert out['loss'].device.type == 'meta' and out['loss'].shape == ()
+    assert out['grad'].shape == (8, 28, 28)
+    assert out['scores'].shape == (5, )
+    assert out['ratios'].shape == (8, )
+
+
+def test_meta_device_catches_host_reads():
+    """The check has teeth: mmdet's get_targets copies boxes to the host and fails there."""
+    results, gts = sampling_results('meta'), ground_truth('bitmap')
+    masks = torch.zeros(8, 28, 28, device='meta')
+    with pytest.raises((NotImplementedError, RuntimeError), match='meta'):
+        MMDetMaskIoUHead(num_classes=3).get_targets(results, gts, masks, masks, CFG)
+
+
+@pytest.mark.parametrize('mask_type', ['bitmap', 'polygon'])
+def test_no_sync_on_cuda(mask_type):
+    if not torch.cuda.is_available():
+        pytest.skip('needs a CUDA device')
+    torch.manual_seed(0)
+    training_and_scoring(torch.device('cuda'), mask_type)  # warm-up: lazy CUDA/cuBLAS set-up
+    torch.cuda.synchronize()
+    torch.cuda.set_sync_debug_mode('error')
+    try:
+        out = training_and_scoring(torch.device('cuda'), mask_type)
+    finally:
+        torch.cuda.set_sync_debug_mode('default')
+    # The same ratios as on the CPU (reading them back is allowed now).
+    cpu_ratios = batch_area_ratios(
+        [gt.masks for gt in ground_truth(mask_type)],
+        [r.pos_priors for r in sampling_results('cpu')],
+        [r.pos_assigned_gt_inds for r in sampling_results('cpu')])
+    assert torch.allclose(out['ratios'].cpu(), cpu_ratios, atol=1e-6)
+    assert torch.isfinite(out['loss']).item()
