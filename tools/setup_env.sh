@@ -43,21 +43,15 @@ else
   "${PIP[@]}" "$TORCH_SPEC"
 fi
 
-# mmcv 2.1 has no wheel on PyPI: build it from source with its compiled ops.
-# Its setup.py imports pkg_resources (gone in setuptools 80), so build without isolation.
+# mmcv 2.1 has no wheel on PyPI: build it from source with its compiled ops (CUDA ops too when
+# torch has CUDA and nvcc is found). Its setup.py imports pkg_resources (gone in setuptools 80),
+# so build without isolation.
 "${PIP[@]}" -q "setuptools>=64,<80" wheel ninja
 if "$PY" -c "import mmcv.ops, mmcv; assert mmcv.__version__ == '2.1.0'" 2>/dev/null; then
   log "reusing mmcv with ops"
 else
-  if "$PY" -c "import torch, sys; sys.exit(0 if torch.version.cuda else 1)" 2>/dev/null \
-      && command -v nvcc >/dev/null; then
-    export FORCE_CUDA=1
-    log "building $MMCV_SPEC with CUDA ops (pip caches the wheel for later runs)"
-  else
-    log "building $MMCV_SPEC with CPU ops (about 8 min on 2 cores; pip caches the wheel)"
-  fi
-  MMCV_WITH_OPS=1 MAX_JOBS="${MAX_JOBS:-$(nproc)}" \
-    "${PIP[@]}" --no-build-isolation "$MMCV_SPEC"
+  log "building mmcv 2.1.0 (about 8 min on 2 cores for the CPU ops; pip caches the wheel)"
+  bash "$ROOT/tools/build_mmcv.sh" "$PY"
 fi
 
 log "installing requirements and ms_rcnn (editable)"

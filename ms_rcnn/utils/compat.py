@@ -12,8 +12,9 @@ SUPPORTED = {
 
 INSTALL_HINT = ('Run `bash tools/setup_env.sh` from the ms_rcnn repository, or install '
                 '"mmcv>=2.0.0,<2.2.0" (built from source: MMCV_WITH_OPS=1 pip install '
-                '--no-build-isolation mmcv==2.1.0), "mmengine>=0.10.0,<0.11.0" and '
-                '"mmdet>=3.3.0,<3.4.0".')
+                '--no-build-isolation mmcv==2.1.0; with torch >= 2.14 its setup.py needs '
+                '-std=c++20 instead of -std=c++17, which `bash tools/build_mmcv.sh python` '
+                'patches), "mmengine>=0.10.0,<0.11.0" and "mmdet>=3.3.0,<3.4.0".')
 
 
 def unsupported_packages(installed: dict) -> list:

@@ -1,0 +1,84 @@
+#!/usr/bin/env bash
+# Build and install mmcv 2.1.0 with its compiled ops against the torch that PYTHON imports.
+#
+# mmcv 2.1 (the newest that mmdet 3.3 accepts) has no wheel on PyPI for today's torch, so it
+# is built from its source distribution. Its setup.py compiles with -std=c++17, which torch
+# 2.14 and newer refuse (their headers need C++20): for those the source is patched to the
+# standard that torch's ATen.h asks for. The CUDA ops are built too when torch has CUDA and
+# nvcc is on the PATH (FORCE_CUDA=1); the CUDA library headers that torch's pip wheels carry
+# (nvidia/*/include) are added to the include path, since a bare CUDA toolkit may lack some.
+#
+# Usage: tools/build_mmcv.sh PYTHON [SDIST]
+#   PYTHON  interpreter whose torch the ops are built against
+#   SDIST   mmcv-2.1.0.tar.gz to build from (default: pip's mmcv==2.1.0, cached as a wheel
+#           when no patch is needed)
+# Environment:
+#   MAX_JOBS              parallel compile jobs (default: number of cores)
+#   TORCH_CUDA_ARCH_LIST  CUDA architectures (default: those of the visible GPUs, else torch's)
+#   PIP_INSTALL_ARGS      extra arguments of the final `pip install` (e.g. --target DIR)
+set -euo pipefail
+
+PY="${1:?usage: tools/build_mmcv.sh PYTHON [SDIST]}"
+SDIST="${2:-}"
+VERSION=2.1.0
+log() { printf '[build_mmcv] %s\n' "$*" >&2; }
+
+# The C++ standard torch's headers require ("#error C++NN or later ..." in ATen.h).
+STD="$("$PY" - <<'EOF'
+import os, re
+import torch
+path = os.path.join(os.path.dirname(torch.__file__), 'include', 'ATen', 'ATen.h')
+match = re.search(r'C\+\+(\d+) or later', open(path).read()) if os.path.isfile(path) else None
+print(match.group(1) if match else '17')
+EOF
+)"
+
+if "$PY" -c "import torch, sys; sys.exit(0 if torch.version.cuda else 1)" 2>/dev/null \
+    && command -v nvcc >/dev/null; then
+  export FORCE_CUDA=1
+  if [ -z "${TORCH_CUDA_ARCH_LIST:-}" ]; then
+    TORCH_CUDA_ARCH_LIST="$("$PY" -c "import torch; print(';'.join(sorted({'%d.%d' % torch.cuda.get_device_capability(i) for i in range(torch.cuda.device_count())})))" 2>/dev/null || true)"
+    [ -n "$TORCH_CUDA_ARCH_LIST" ] && export TORCH_CUDA_ARCH_LIST || unset TORCH_CUDA_ARCH_LIST
+  fi
+  # Library headers (cusparse.h, cublas_v2.h, ...) shipped in torch's nvidia-* wheels.
+  NV_INCLUDES="$("$PY" - <<'EOF'
+import glob, os, sys
+dirs = set()
+for site in sys.path:
+    for header in glob.glob(os.path.join(site, 'nvidia', '*', 'include', 'cusparse.h')):
+        dirs.add(os.path.dirname(header))
+print(':'.join(sorted(dirs)))
+EOF
+)"
+  if [ -n "$NV_INCLUDES" ]; then
+    export CPATH="$NV_INCLUDES${CPATH:+:$CPATH}"
+    export NVCC_APPEND_FLAGS="${NVCC_APPEND_FLAGS:-} -I${NV_INCLUDES//:/ -I}"
+  fi
+  log "CUDA ops for ${TORCH_CUDA_ARCH_LIST:-torch's default architectures}, C++$STD"
+else
+  log "CPU ops only (no CUDA torch or no nvcc), C++$STD"
+fi
+export MMCV_WITH_OPS=1 MAX_JOBS="${MAX_JOBS:-$(nproc)}"
+read -r -a EXTRA <<< "${PIP_INSTALL_ARGS:-}"
+PIP=("$PY" -m pip install --disable-pip-version-check --no-build-isolation "${EXTRA[@]}")
+
+if [ "$STD" = 17 ] && [ -z "$SDIST" ]; then
+  "${PIP[@]}" "mmcv==$VERSION"  # pip caches the built wheel: a second install is quick
+  exit 0
+fi
+
+WORK="$(mktemp -d)"
+trap 'rm -rf "$WORK"' EXIT
+if [ -z "$SDIST" ]; then
+  "$PY" -m pip download --disable-pip-version-check --no-deps --no-binary :all: \
+    -d "$WORK" "mmcv==$VERSION"
+  SDIST="$WORK/mmcv-$VERSION.tar.gz"
+fi
+tar xzf "$SDIST" -C "$WORK"
+SRC="$WORK/mmcv-$VERSION"
+if [ "$STD" != 17 ]; then
+  log "patching mmcv's setup.py from -std=c++17 to -std=c++$STD"
+  sed -i "s/-std=c++17/-std=c++$STD/g" "$SRC/setup.py"
+  grep -q -- "-std=c++$STD" "$SRC/setup.py" || { log "patch failed: no -std flag found"; exit 1; }
+fi
+"${PIP[@]}" "$SRC"

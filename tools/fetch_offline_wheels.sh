@@ -1,0 +1,29 @@
+#!/usr/bin/env bash
+# Download what tools/gpu_checks.sh installs on a machine that cannot reach a package index
+# but already has Python, a CUDA torch and nvcc (such as the lent GPU machines): wheels of
+# mmengine, mmdet and pycocotools and of their small dependencies for that machine's Python,
+# setuptools < 80 (mmcv's setup.py imports pkg_resources), and mmcv's source distribution,
+# which gpu_checks.sh builds there against that torch.
+#
+# Usage: tools/fetch_offline_wheels.sh [DEST]    (default: .whl, ignored by git)
+# Environment: PY_VERSION (target Python, default 3.12), PYTHON (runs pip, default python3)
+set -euo pipefail
+
+DEST="${1:-.whl}"
+PYTHON="${PYTHON:-python3}"
+PY_VERSION="${PY_VERSION:-3.12}"
+mkdir -p "$DEST"
+PIP=("$PYTHON" -m pip download --disable-pip-version-check --no-deps -d "$DEST")
+PLATFORMS=()
+for p in manylinux_2_28_x86_64 manylinux_2_27_x86_64 manylinux_2_17_x86_64 manylinux2014_x86_64 \
+    manylinux1_x86_64; do
+  PLATFORMS+=(--platform "$p")
+done
+
+"${PIP[@]}" --only-binary=:all: --python-version "$PY_VERSION" --implementation cp \
+  "${PLATFORMS[@]}" \
+  mmengine==0.10.7 mmdet==3.3.0 pycocotools==2.0.11 shapely==2.1.2 terminaltables==3.1.10 \
+  addict==2.4.0 termcolor==3.1.0 yapf==0.43.0 platformdirs==4.3.8 "setuptools==79.0.1"
+"${PIP[@]}" --no-binary :all: mmcv==2.1.0
+du -sh "$DEST"
+ls "$DEST"

@@ -1,0 +1,146 @@
+#!/usr/bin/env bash
+# All of ms_rcnn's GPU checks in one command, for a short lease of a GPU machine.
+#
+#   1. setup: only where mmdet or mmcv's ops are missing, install the wheels in $WHEELS into
+#      $SITE (no index needed), then build mmcv's CUDA ops there (tools/build_mmcv.sh);
+#   2. cuda_tests: no host synchronisation in the MaskIoU head, the benchmarks' sync counter;
+#   3. targets, train_step, inference: the three benchmarks on CUDA, as JSON;
+#   4. amp_training: a short mixed-precision training run on synthetic data (train.py --amp).
+# Name steps to run only those (setup always runs first; it returns at once when all imports
+# work): a lent machine allows 10 minutes per command, so split the list over two calls, e.g.
+#   bash tools/gpu_checks.sh setup cuda_tests targets
+#   bash tools/gpu_checks.sh train_step inference amp_training
+# A step that fails or runs out of time is recorded and the next one still runs; the exit
+# status is that of the first failed step. Everything goes to $OUT: log.txt (all output,
+# appended), summary.txt (one line per step: status, seconds), targets.json, train_step.json,
+# inference.json, amp_train.log.
+#
+# On a machine without a package index (Python 3.12, CUDA torch, nvcc), first run here:
+#   bash tools/fetch_offline_wheels.sh            # -> .whl/ (about 8 MB)
+# then there, with .whl carried along:
+#   OUT=/path/to/results bash tools/gpu_checks.sh setup cuda_tests targets
+# Environment: OUT (default work_dirs/gpu_checks), WHEELS (default .whl), SITE (default
+# /tmp/ms_rcnn_site), PYTHON (default python3), DEVICE (default cuda; `cpu` rehearses the
+# script with tiny sizes), AMP_ITERS (default 300).
+set -uo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$ROOT"
+OUT="${OUT:-work_dirs/gpu_checks}"
+WHEELS="${WHEELS:-.whl}"
+SITE="${SITE:-/tmp/ms_rcnn_site}"
+PYTHON="${PYTHON:-python3}"
+DEVICE="${DEVICE:-cuda}"
+AMP_ITERS="${AMP_ITERS:-300}"
+mkdir -p "$OUT"
+OUT="$(cd "$OUT" && pwd)"
+exec > >(tee -a "$OUT/log.txt") 2>&1
+export PYTHONUNBUFFERED=1 PYTHONPATH="$SITE:$ROOT${PYTHONPATH:+:$PYTHONPATH}"
+touch "$OUT/summary.txt"
+FIRST_FAILURE=0
+
+# step NAME SECONDS COMMAND...: run with a time limit, record status and duration.
+step() {
+  local name="$1" limit="$2" start rc
+  shift 2
+  echo "=== $name (limit ${limit}s) $(date -u +%H:%M:%S)"
+  start=$(date +%s)
+  if declare -F "$1" >/dev/null; then  # a function of this script: run it in a child bash
+    timeout --kill-after=10 "$limit" bash -c '"$@"' step "$@"
+  else
+    timeout --kill-after=10 "$limit" "$@"
+  fi
+  rc=$?
+  local took=$(( $(date +%s) - start ))
+  local status=ok
+  if [ "$rc" -eq 124 ] || [ "$rc" -eq 137 ]; then status="TIMEOUT"; elif [ "$rc" -ne 0 ]; then status="FAILED rc=$rc"; fi
+  printf '%-14s %-14s %5ss\n' "$name" "$status" "$took" | tee -a "$OUT/summary.txt"
+  if [ "$rc" -ne 0 ] && [ "$FIRST_FAILURE" -eq 0 ]; then FIRST_FAILURE=$rc; fi
+  return "$rc"
+}
+
+setup() {
+  if "$PYTHON" -c "import mmdet, mmcv.ops" 2>/dev/null; then
+    echo "mmdet and mmcv's ops import: nothing to install"
+    return 0
+  fi
+  [ -f "$WHEELS/mmcv-2.1.0.tar.gz" ] || { echo "no $WHEELS/mmcv-2.1.0.tar.gz: run tools/fetch_offline_wheels.sh first"; return 2; }
+  "$PYTHON" -m pip install -q --disable-pip-version-check --no-index --no-deps --no-compile \
+    --target "$SITE" "$WHEELS"/*.whl || return 1
+  PIP_INSTALL_ARGS="--no-index --no-deps --target $SITE" \
+    bash tools/build_mmcv.sh "$PYTHON" "$WHEELS/mmcv-2.1.0.tar.gz" || return 1
+  "$PYTHON" -c "import mmcv.ops, mmdet, ms_rcnn; print('mmcv', mmcv.__version__, 'ops ok')"
+}
+
+environment() {
+  command -v nvidia-smi >/dev/null && nvidia-smi -L
+  "$PYTHON" - <<'EOF'
+import torch, mmcv, mmdet, mmengine
+print('torch', torch.__version__, 'cuda', torch.version.cuda,
+      torch.cuda.get_device_name(0) if torch.cuda.is_available() else 'no GPU')
+print('mmcv', mmcv.__version__, 'mmdet', mmdet.__version__, 'mmengine', mmengine.__version__)
+EOF
+}
+
+amp_training() {
+  local tmp data work
+  tmp="$(mktemp -d)"
+  data="$tmp/data" work="$tmp/work_dir"
+  "$PYTHON" -c "from ms_rcnn.testing import make_toy_coco; make_toy_coco('$data', num_images=32, size=(256, 320))" || return 1
+  # 32 images, 2 per batch: 16 iterations per epoch.
+  local epochs=$(( (AMP_ITERS + 15) / 16 ))
+  local amp=(--amp)
+  [ "$DEVICE" = cpu ] && amp=()  # mmengine's AMP wrapper needs CUDA; the rehearsal skips it
+  "$PYTHON" tools/train.py tests/data/toy_ms-rcnn.py --data-root "$data" --work-dir "$work" \
+    "${amp[@]}" --cfg-options train_cfg.max_epochs="$epochs" train_cfg.val_interval="$epochs" \
+    default_hooks.logger.interval=20 default_hooks.checkpoint.interval="$epochs" \
+    > "$OUT/amp_train.log" 2>&1
+  local rc=$?
+  grep -E "loss_mask_iou|Epoch\(val\)|Error|nan" "$OUT/amp_train.log" | tail -5
+  rm -rf "$tmp"
+  return "$rc"
+}
+
+export -f setup environment amp_training
+export ROOT OUT WHEELS SITE PYTHON DEVICE AMP_ITERS
+
+if [ "$DEVICE" = cpu ]; then
+  SMALL=(--small --repeats 1 --warmup 0)
+  REPEATS_TARGETS=(); REPEATS=()
+else
+  SMALL=(); REPEATS_TARGETS=(--repeats 20); REPEATS=(--repeats 5)
+fi
+BENCH=tools/benchmark
+ALL=(cuda_tests targets train_step inference amp_training)
+STEPS=("$@")
+[ "${#STEPS[@]}" -eq 0 ] && STEPS=("${ALL[@]}")
+
+step setup 360 setup
+if [ "$FIRST_FAILURE" -ne 0 ]; then
+  echo "set-up failed: nothing else can run"
+  exit "$FIRST_FAILURE"
+fi
+step environment 30 environment
+for name in "${STEPS[@]}"; do
+  case "$name" in
+    setup) ;;
+    cuda_tests)
+      step cuda_tests 120 "$PYTHON" -m pytest -q -rs -p no:cacheprovider -o addopts="" \
+        tests/test_no_host_sync.py tests/test_benchmarks.py::test_count_host_syncs \
+        tests/test_mask_iou_head.py ;;
+    targets)
+      step targets 120 "$PYTHON" $BENCH/bench_mask_iou_targets.py --device "$DEVICE" \
+        "${REPEATS_TARGETS[@]}" "${SMALL[@]}" --json "$OUT/targets.json" ;;
+    train_step)
+      step train_step 150 "$PYTHON" $BENCH/bench_train_step.py --device "$DEVICE" \
+        "${REPEATS[@]}" "${SMALL[@]}" --json "$OUT/train_step.json" ;;
+    inference)
+      step inference 180 "$PYTHON" $BENCH/bench_inference.py --device "$DEVICE" \
+        "${REPEATS[@]}" "${SMALL[@]}" --json "$OUT/inference.json" ;;
+    amp_training) step amp_training 180 amp_training ;;
+    *) echo "unknown step '$name' (steps: setup ${ALL[*]})"; FIRST_FAILURE=2 ;;
+  esac
+done
+echo "=== summary"
+cat "$OUT/summary.txt"
+exit "$FIRST_FAILURE"
