@@ -54,7 +54,7 @@ EOF
     export CPATH="$NV_INCLUDES${CPATH:+:$CPATH}"
     export NVCC_APPEND_FLAGS="${NVCC_APPEND_FLAGS:-} -I${NV_INCLUDES//:/ -I}"
   fi
-  log "CUDA ops for ${TORCH_CUDA_ARCH_LIST:-torch's default architectures}, C++$STD"
+  log "CUDA ops for ${TORCH_CUDA_ARCH_LIST:-the default architectures of torch}, C++$STD"
 else
   log "CPU ops only (no CUDA torch or no nvcc), C++$STD"
 fi

@@ -21,7 +21,8 @@
 #   OUT=/path/to/results bash tools/gpu_checks.sh setup cuda_tests targets
 # Environment: OUT (default work_dirs/gpu_checks), WHEELS (default .whl), SITE (default
 # /tmp/ms_rcnn_site), PYTHON (default python3), DEVICE (default cuda; `cpu` rehearses the
-# script with tiny sizes), AMP_ITERS (default 300).
+# script with tiny sizes), AMP_ITERS (default 300), SETUP_LIMIT (seconds, default 360: enough
+# on 16 cores; a 2-core machine needs about 1200).
 set -uo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -115,7 +116,7 @@ ALL=(cuda_tests targets train_step inference amp_training)
 STEPS=("$@")
 [ "${#STEPS[@]}" -eq 0 ] && STEPS=("${ALL[@]}")
 
-step setup 360 setup
+step setup "${SETUP_LIMIT:-360}" setup
 if [ "$FIRST_FAILURE" -ne 0 ]; then
   echo "set-up failed: nothing else can run"
   exit "$FIRST_FAILURE"
