@@ -1,12 +1,17 @@
-"""Small synthetic datasets and model configs for tests and smoke runs (not for results)."""
+"""Small synthetic datasets and model configs for tests and smoke runs (not for results), and
+checks that code never makes the host wait for an accelerator."""
 import json
 import os
 import os.path as osp
-from typing import Sequence
+import time
+from typing import Any, Callable, Sequence
 
 import cv2
 import numpy as np
+import torch
 from mmengine.config import Config
+from torch.overrides import TorchFunctionMode
+from torch.utils._pytree import tree_leaves
 
 REPO_ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
 
@@ -97,3 +102,82 @@ def small_model_cfg(num_classes: int, base: str = 'configs/ms_rcnn/ms-rcnn_r50_f
     if 'mask_iou_head' in model.roi_head:
         model.roi_head.mask_iou_head.num_classes = num_classes
     return model
+
+
+class HostTransferError(RuntimeError):
+    """Raised by :class:`NoBlockingHostTransfers` at a blocking host-to-device transfer."""
+
+
+class NoBlockingHostTransfers(TorchFunctionMode):
+    """Raise at any host-to-device transfer that makes the host wait for the device.
+
+    Meant for the ``meta`` device, which already fails at every read of a value on the host
+    (``item``, ``bool``, ``nonzero``, boolean indexing, copies to the CPU) but lets host data
+    into device tensors silently. On a GPU each of the following waits for all queued work:
+
+    - ``torch.tensor`` / ``as_tensor`` / ``asarray`` of host data on a device;
+    - ``Tensor.to`` / ``cuda`` / ``copy_`` from the CPU to a device without ``non_blocking``;
+    - any other operation mixing device tensors with CPU tensors that have dimensions (a CPU
+      index tensor, say: it is copied to the device first). 0-dim CPU tensors are passed by
+      value and allowed.
+    """
+
+    _CREATORS = {torch.tensor, torch.as_tensor, torch.asarray}
+    _COPIES = {torch.Tensor.to, torch.Tensor.cuda, torch.Tensor.copy_}
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        name = getattr(func, '__name__', str(func))
+        if func not in self._CREATORS and func not in self._COPIES:
+            leaves = [x for x in tree_leaves((args, kwargs)) if isinstance(x, torch.Tensor)]
+            devices = {x.device.type for x in leaves if x.device.type != 'cpu'}
+            host = [tuple(x.shape) for x in leaves if x.device.type == 'cpu' and x.dim() > 0]
+            if devices and host:
+                raise HostTransferError(f'{name} mixes {sorted(devices)} tensors with host '
+                                        f'tensors of shapes {host}')
+        out = func(*args, **kwargs)
+        if func in self._CREATORS:
+            data = args[0] if args else kwargs.get('data')
+            on_device = isinstance(out, torch.Tensor) and out.device.type != 'cpu'
+            if on_device and not (isinstance(data, torch.Tensor) and data.device == out.device):
+                raise HostTransferError(f'torch.{name} of host data on {out.device}')
+        elif func in self._COPIES:
+            source = args[1] if func is torch.Tensor.copy_ else args[0]
+            target = args[0] if func is torch.Tensor.copy_ else out
+            non_blocking = kwargs.get('non_blocking', False) or any(
+                isinstance(a, bool) and a for a in args[1:])
+            if (isinstance(source, torch.Tensor) and source.device.type == 'cpu'
+                    and target.device.type != 'cpu' and not non_blocking):
+                raise HostTransferError(f'blocking Tensor.{name} from the host to '
+                                        f'{target.device}')
+        return out
+
+
+def host_waits_for_device(fn: Callable[[], Any], device: torch.device,
+                          min_sleep_s: float = 0.2) -> bool:
+    """Whether ``fn()`` makes the host wait for device work queued before it (CUDA only).
+
+    Catches every kind of synchronisation, also those torch's sync debug mode does not see
+    (a copy from pageable memory, an event wait, a sync inside an extension): the device is
+    kept busy with ``torch.cuda._sleep`` for several times ``fn``'s own duration (at least
+    ``min_sleep_s``), and ``fn`` must return on the host in less than half of that.
+    """
+    if device.type != 'cuda':
+        raise ValueError(f'host_waits_for_device needs a CUDA device, got {device}')
+    torch.cuda.synchronize(device)
+    start = time.perf_counter()
+    fn()
+    torch.cuda.synchronize(device)
+    alone = time.perf_counter() - start
+    calibration = 10_000_000
+    start = time.perf_counter()
+    torch.cuda._sleep(calibration)
+    torch.cuda.synchronize(device)
+    cycles_per_s = calibration / max(time.perf_counter() - start, 1e-6)
+    busy = max(min_sleep_s, 5 * alone)
+    torch.cuda._sleep(int(busy * cycles_per_s))
+    start = time.perf_counter()
+    fn()
+    on_host = time.perf_counter() - start
+    torch.cuda.synchronize(device)
+    return on_host > busy / 2

@@ -79,7 +79,8 @@ def test_bench_mask_iou_targets(tmp_path):
         assert case['guards']['target_max_abs_diff_mmdet_at_logit0'] < 1e-4
         assert case['ratio_of_medians'] > 0
     for case in result['cases']:  # counted on CUDA only
-        assert case['host_syncs_per_call'] == {'mmdet': None, 'ours': None}
+        assert case['host_syncs_per_call'] == {
+            side: dict(counted=None, waited=None) for side in ('mmdet', 'ours')}
     assert json.loads(out.read_text())['guards_ok']
 
 
@@ -87,12 +88,15 @@ def test_count_host_syncs():
     common = load('bench_common')
     assert common.count_host_syncs(lambda: torch.ones(3).sum().item(), torch.device('cpu')) \
         is None
+    assert common.host_waits(lambda: None, torch.device('cpu')) is None
     if not torch.cuda.is_available():
         pytest.skip('counting needs a CUDA device')
     x = torch.ones(3, device='cuda')
     assert common.count_host_syncs(lambda: x * 2, torch.device('cuda')) == 0
     assert common.count_host_syncs(lambda: (x.sum().item(), x.nonzero()),
                                    torch.device('cuda')) == 2
+    assert common.host_waits(lambda: x * 2, torch.device('cuda')) is False
+    assert common.host_waits(lambda: (x * 2).sum().item(), torch.device('cuda')) is True
 
 
 def test_bench_train_step(tmp_path):

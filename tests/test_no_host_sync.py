@@ -6,9 +6,11 @@ a device-to-host copy, which would stall the GPU until all queued work is done.
 On the CPU this is checked on PyTorch's ``meta`` device: its tensors have shapes but no data,
 so every operation that has to read a value on the host (``item``, ``bool``, ``tolist``,
 ``nonzero``, boolean indexing, ``unique``, ``repeat_interleave`` without a size, a copy to the
-CPU) raises there. Those are the operations that synchronise with a GPU. On CUDA the same
-calls run under ``torch.cuda.set_sync_debug_mode('error')``, which also catches blocking
-host-to-device copies.
+CPU) raises there. Those are the operations that synchronise with a GPU. Host data entering
+device tensors in a blocking way is caught by ``ms_rcnn.testing.NoBlockingHostTransfers``.
+On CUDA the same calls run under ``torch.cuda.set_sync_debug_mode('error')``, and, to catch
+what that mode cannot see, with the device kept busy by queued work that the host must not
+wait for (``ms_rcnn.testing.host_waits_for_device``).
 """
 from types import SimpleNamespace
 
@@ -22,6 +24,7 @@ from mmengine.structures import InstanceData
 
 from ms_rcnn.models import MaskIoUHead
 from ms_rcnn.models.mask_iou_math import batch_area_ratios
+from ms_rcnn.testing import HostTransferError, NoBlockingHostTransfers, host_waits_for_device
 
 CFG = ConfigDict(mask_thr_binary=0.5)
 HEIGHT, WIDTH = 48, 64
@@ -54,26 +57,33 @@ def small_head(device) -> MaskIoUHead:
                        fc_out_channels=16).to(device)
 
 
-def training_and_scoring(device, mask_type: str) -> dict:
-    """One MaskIoU training step (forward, targets, loss, backward) and one scoring call."""
-    head = small_head(device)
-    gts = ground_truth(mask_type)
+def make_inputs(device, mask_type: str) -> dict:
+    """Everything one training step and one scoring call need, already on ``device``."""
+    torch.manual_seed(0)
     results = sampling_results(device)
     num_pos = sum(len(r.pos_priors) for r in results)
-    feats = torch.randn(num_pos, 8, 14, 14, device=device)
-    mask_preds = torch.randn(num_pos, 28, 28, device=device, requires_grad=True)
-    mask_targets = (torch.rand(num_pos, 28, 28, device=device) > 0.5).float()
-    labels = torch.tensor([0, 1, 1, 2] * 2, device=device)
+    return dict(
+        head=small_head(device), gts=ground_truth(mask_type), results=results,
+        feats=torch.randn(num_pos, 8, 14, 14, device=device),
+        mask_preds=torch.randn(num_pos, 28, 28, device=device, requires_grad=True),
+        mask_targets=(torch.rand(num_pos, 28, 28, device=device) > 0.5).float(),
+        labels=torch.tensor([0, 1, 1, 2] * 2, device=device),
+        pos_index=torch.arange(num_pos, device=device),
+        detections=InstanceData(scores=torch.rand(5, device=device),
+                                labels=torch.tensor([0, 2, 1, 1, 0], device=device)))
 
-    iou_preds = head(feats, mask_preds)
-    pos_iou = iou_preds[torch.arange(num_pos, device=device), labels]
-    loss = head.loss_and_target(pos_iou, mask_preds, mask_targets, results, gts,
+
+def training_and_scoring(inputs: dict) -> dict:
+    """One MaskIoU training step (forward, targets, loss, backward) and one scoring call."""
+    head, results, gts = inputs['head'], inputs['results'], inputs['gts']
+    mask_preds = inputs['mask_preds']
+    iou_preds = head(inputs['feats'], mask_preds)
+    pos_iou = iou_preds[inputs['pos_index'], inputs['labels']]
+    loss = head.loss_and_target(pos_iou, mask_preds, inputs['mask_targets'], results, gts,
                                 CFG)['loss_mask_iou']
     loss.backward()
-
-    detections = InstanceData(scores=torch.rand(5, device=device),
-                              labels=torch.tensor([0, 2, 1, 1, 0], device=device))
-    scored = head.predict_by_feat([head(feats[:5], mask_preds[:5].detach())], [detections])[0]
+    scored = head.predict_by_feat([head(inputs['feats'][:5], mask_preds[:5].detach())],
+                                  [inputs['detections'].clone()])[0]
     return dict(loss=loss, grad=mask_preds.grad, scores=scored.scores,
                 ratios=batch_area_ratios([gt.masks for gt in gts],
                                          [r.pos_priors for r in results],
@@ -81,8 +91,10 @@ def training_and_scoring(device, mask_type: str) -> dict:
 
 
 @pytest.mark.parametrize('mask_type', ['bitmap', 'polygon'])
-def test_no_host_read_on_meta_device(mask_type):
-    out = training_and_scoring(torch.device('meta'), mask_type)
+def test_no_host_read_or_blocking_copy_on_meta_device(mask_type):
+    inputs = make_inputs(torch.device('meta'), mask_type)
+    with NoBlockingHostTransfers():
+        out = training_and_scoring(inputs)
     assert out['loss'].device.type == 'meta' and out['loss'].shape == ()
     assert out['grad'].shape == (8, 28, 28)
     assert out['scores'].shape == (5, )
@@ -97,22 +109,57 @@ def test_meta_device_catches_host_reads():
         MMDetMaskIoUHead(num_classes=3).get_targets(results, gts, masks, masks, CFG)
 
 
-@pytest.mark.parametrize('mask_type', ['bitmap', 'polygon'])
-def test_no_sync_on_cuda(mask_type):
+@pytest.mark.parametrize('transfer', [
+    lambda x: torch.tensor([[1, 2]], device='meta'),
+    lambda x: torch.as_tensor(np.ones(3), device='meta'),
+    lambda x: torch.ones(3).to('meta'),
+    lambda x: torch.ones(3).to(x),
+    lambda x: x.copy_(torch.ones(3)),
+    lambda x: x[torch.tensor([0, 2])],
+    lambda x: torch.where(x > 0, x, torch.zeros(3)),
+], ids=['tensor', 'as_tensor', 'to', 'to_like', 'copy_', 'cpu_index', 'mixed_op'])
+def test_blocking_host_transfers_are_caught(transfer):
+    x = torch.ones(3, device='meta')
+    with NoBlockingHostTransfers(), pytest.raises(HostTransferError):
+        transfer(x)
+
+
+def test_non_blocking_and_scalar_transfers_pass():
+    x = torch.ones(3, device='meta')
+    with NoBlockingHostTransfers():
+        assert torch.ones(3).to('meta', non_blocking=True).device.type == 'meta'
+        assert (x * torch.tensor(2.0)).device.type == 'meta'  # 0-dim: passed by value
+        assert torch.full((2, ), 3, device='meta').shape == (2, )
+
+
+def cuda_or_skip() -> torch.device:
     if not torch.cuda.is_available():
         pytest.skip('needs a CUDA device')
-    torch.manual_seed(0)
-    training_and_scoring(torch.device('cuda'), mask_type)  # warm-up: lazy CUDA/cuBLAS set-up
+    return torch.device('cuda')
+
+
+@pytest.mark.parametrize('mask_type', ['bitmap', 'polygon'])
+def test_no_sync_on_cuda(mask_type):
+    device = cuda_or_skip()
+    training_and_scoring(make_inputs(device, mask_type))  # warm-up: lazy CUDA/cuBLAS set-up
+    inputs = make_inputs(device, mask_type)
     torch.cuda.synchronize()
+    previous = torch.cuda.get_sync_debug_mode()
     torch.cuda.set_sync_debug_mode('error')
     try:
-        out = training_and_scoring(torch.device('cuda'), mask_type)
+        out = training_and_scoring(inputs)
     finally:
-        torch.cuda.set_sync_debug_mode('default')
-    # The same ratios as on the CPU (reading them back is allowed now).
-    cpu_ratios = batch_area_ratios(
-        [gt.masks for gt in ground_truth(mask_type)],
-        [r.pos_priors for r in sampling_results('cpu')],
-        [r.pos_assigned_gt_inds for r in sampling_results('cpu')])
-    assert torch.allclose(out['ratios'].cpu(), cpu_ratios, atol=1e-6)
+        torch.cuda.set_sync_debug_mode(previous)
+    cpu = training_and_scoring(make_inputs(torch.device('cpu'), mask_type))
+    assert torch.allclose(out['ratios'].cpu(), cpu['ratios'], atol=1e-6)
     assert torch.isfinite(out['loss']).item()
+
+
+@pytest.mark.parametrize('mask_type', ['bitmap', 'polygon'])
+def test_host_does_not_wait_for_queued_cuda_work(mask_type):
+    """Catches every kind of wait, also those the sync debug mode cannot see (copies from
+    pageable memory, event waits)."""
+    device = cuda_or_skip()
+    training_and_scoring(make_inputs(device, mask_type))  # warm-up
+    batches = [make_inputs(device, mask_type) for _ in range(2)]
+    assert not host_waits_for_device(lambda: training_and_scoring(batches.pop()), device)

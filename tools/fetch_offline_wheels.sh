@@ -13,6 +13,9 @@ DEST="${1:-.whl}"
 PYTHON="${PYTHON:-python3}"
 PY_VERSION="${PY_VERSION:-3.12}"
 mkdir -p "$DEST"
+# Start clean (two versions of a package would stop the install there); a saved mmcv build
+# (mmcv-built-*.tar.gz, see tools/gpu_checks.sh) stays.
+rm -f "$DEST"/*.whl "$DEST/mmcv-2.1.0.tar.gz"
 PIP=("$PYTHON" -m pip download --disable-pip-version-check --no-deps -d "$DEST")
 PLATFORMS=()
 for p in manylinux_2_28_x86_64 manylinux_2_27_x86_64 manylinux_2_17_x86_64 manylinux2014_x86_64 \
@@ -20,10 +23,16 @@ for p in manylinux_2_28_x86_64 manylinux_2_27_x86_64 manylinux_2_17_x86_64 manyl
   PLATFORMS+=(--platform "$p")
 done
 
+WHEELS=(mmengine==0.10.7 mmdet==3.3.0 pycocotools==2.0.11 shapely==2.1.2 terminaltables==3.1.10
+        addict==2.4.0 termcolor==3.1.0 yapf==0.43.0 platformdirs==4.3.8 setuptools==79.0.1)
 "${PIP[@]}" --only-binary=:all: --python-version "$PY_VERSION" --implementation cp \
-  "${PLATFORMS[@]}" \
-  mmengine==0.10.7 mmdet==3.3.0 pycocotools==2.0.11 shapely==2.1.2 terminaltables==3.1.10 \
-  addict==2.4.0 termcolor==3.1.0 yapf==0.43.0 platformdirs==4.3.8 "setuptools==79.0.1"
+  "${PLATFORMS[@]}" "${WHEELS[@]}"
 "${PIP[@]}" --no-binary :all: mmcv==2.1.0
+for spec in "${WHEELS[@]}"; do
+  name="${spec%%==*}"
+  found=$(find "$DEST" -maxdepth 1 -iname "${name}-${spec##*==}-*.whl" | wc -l)
+  [ "$found" -eq 1 ] || { echo "expected one wheel of $spec in $DEST, found $found" >&2; exit 1; }
+done
+[ -f "$DEST/mmcv-2.1.0.tar.gz" ] || { echo "mmcv-2.1.0.tar.gz missing from $DEST" >&2; exit 1; }
 du -sh "$DEST"
 ls "$DEST"

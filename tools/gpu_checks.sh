@@ -2,27 +2,29 @@
 # All of ms_rcnn's GPU checks in one command, for a short lease of a GPU machine.
 #
 #   1. setup: only where mmdet or mmcv's ops are missing, install the wheels in $WHEELS into
-#      $SITE (no index needed), then build mmcv's CUDA ops there (tools/build_mmcv.sh);
-#   2. cuda_tests: no host synchronisation in the MaskIoU head, the benchmarks' sync counter;
+#      $SITE (no index needed) and build mmcv's CUDA ops there (tools/build_mmcv.sh), or
+#      unpack such a build saved by an earlier run; then run mmcv's roi_align and nms on
+#      $DEVICE;
+#   2. cuda_tests: the MaskIoU head never makes the host wait for the GPU; the sync counters;
 #   3. targets, train_step, inference: the three benchmarks on CUDA, as JSON;
 #   4. amp_training: a short mixed-precision training run on synthetic data (train.py --amp).
-# Name steps to run only those (setup always runs first; it returns at once when all imports
-# work): a lent machine allows 10 minutes per command, so split the list over two calls, e.g.
-#   bash tools/gpu_checks.sh setup cuda_tests targets
-#   bash tools/gpu_checks.sh train_step inference amp_training
-# A step that fails or runs out of time is recorded and the next one still runs; the exit
-# status is that of the first failed step. Everything goes to $OUT: log.txt (all output,
-# appended), summary.txt (one line per step: status, seconds), targets.json, train_step.json,
-# inference.json, amp_train.log.
+# With no step named, all run. A step that fails or runs out of time is recorded and the next
+# one still runs; the exit status is that of the first failed step. Everything goes to $OUT:
+# log.txt (all output, appended), summary.txt (one line per step: status, seconds),
+# targets.json, train_step.json, inference.json, amp_train.log, and after a build
+# mmcv-built-<python>-<torch>.tar.gz (the stripped build, a few MB).
 #
-# On a machine without a package index (Python 3.12, CUDA torch, nvcc), first run here:
-#   bash tools/fetch_offline_wheels.sh            # -> .whl/ (about 8 MB)
-# then there, with .whl carried along:
-#   OUT=/path/to/results bash tools/gpu_checks.sh setup cuda_tests targets
+# On a machine without a package index (Python 3.12, CUDA torch, nvcc), first, here:
+#   bash tools/fetch_offline_wheels.sh       # -> .whl/ (about 8 MB; git ignores it)
+# A lent machine allows 10 minutes per command, and a second call may find a fresh machine.
+# So, there, with .whl carried along:
+#   bash tools/gpu_checks.sh setup cuda_tests targets            # builds mmcv (~5 min?)
+# then copy $OUT/mmcv-built-*.tar.gz into .whl/ here, and carry .whl again:
+#   bash tools/gpu_checks.sh train_step inference amp_training   # unpacks it in seconds
 # Environment: OUT (default work_dirs/gpu_checks), WHEELS (default .whl), SITE (default
 # /tmp/ms_rcnn_site), PYTHON (default python3), DEVICE (default cuda; `cpu` rehearses the
-# script with tiny sizes), AMP_ITERS (default 300), SETUP_LIMIT (seconds, default 360: enough
-# on 16 cores; a 2-core machine needs about 1200).
+# script with tiny sizes), AMP_ITERS (default 300; 32 with DEVICE=cpu), SETUP_LIMIT
+# (seconds, default 330, for 16 cores; building the CPU ops on 2 cores takes about 400).
 set -uo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -32,10 +34,20 @@ WHEELS="${WHEELS:-.whl}"
 SITE="${SITE:-/tmp/ms_rcnn_site}"
 PYTHON="${PYTHON:-python3}"
 DEVICE="${DEVICE:-cuda}"
-AMP_ITERS="${AMP_ITERS:-300}"
+if [ "$DEVICE" = cpu ]; then AMP_ITERS="${AMP_ITERS:-32}"; else AMP_ITERS="${AMP_ITERS:-300}"; fi
+ALL=(cuda_tests targets train_step inference amp_training)
+STEPS=("$@")
+[ "${#STEPS[@]}" -eq 0 ] && STEPS=("${ALL[@]}")
+for name in "${STEPS[@]}"; do
+  case " setup ${ALL[*]} " in
+    *" $name "*) ;;
+    *) echo "unknown step '$name' (steps: setup ${ALL[*]})" >&2; exit 2 ;;
+  esac
+done
 mkdir -p "$OUT"
 OUT="$(cd "$OUT" && pwd)"
 exec > >(tee -a "$OUT/log.txt") 2>&1
+TEE_PID=$!
 export PYTHONUNBUFFERED=1 PYTHONPATH="$SITE:$ROOT${PYTHONPATH:+:$PYTHONPATH}"
 touch "$OUT/summary.txt"
 FIRST_FAILURE=0
@@ -60,17 +72,53 @@ step() {
   return "$rc"
 }
 
+# A tag naming the interpreter and torch that a built mmcv belongs to (letters, digits, . _ -).
+built_tag() {
+  "$PYTHON" -c "import sys, torch; print('py%d%d-torch%s' % (sys.version_info[:2] + (torch.__version__,)))" | tr -c 'A-Za-z0-9._\n-' '_'
+}
+
+# The ops must run on the device they will be used on, not only import.
+check_mmcv_ops() {
+  "$PYTHON" - <<EOF
+import torch, mmcv
+from mmcv.ops import nms, roi_align
+device = torch.device('$DEVICE')
+feats = torch.arange(64.0, device=device).reshape(1, 1, 8, 8)
+rois = torch.tensor([[0.0, 0.0, 0.0, 4.0, 4.0]], device=device)
+out = roi_align(feats, rois, (2, 2), 1.0, 0, 'avg', True)
+boxes = torch.tensor([[0.0, 0.0, 4.0, 4.0], [0.0, 0.0, 4.0, 4.1]], device=device)
+keep = nms(boxes, torch.tensor([0.9, 0.8], device=device), 0.5)[1]
+assert out.shape == (1, 1, 2, 2) and keep.tolist() == [0], (out, keep)
+print('mmcv', mmcv.__version__, 'ops run on', device)
+EOF
+}
+
 setup() {
   if "$PYTHON" -c "import mmdet, mmcv.ops" 2>/dev/null; then
     echo "mmdet and mmcv's ops import: nothing to install"
-    return 0
+    check_mmcv_ops
+    return
   fi
   [ -f "$WHEELS/mmcv-2.1.0.tar.gz" ] || { echo "no $WHEELS/mmcv-2.1.0.tar.gz: run tools/fetch_offline_wheels.sh first"; return 2; }
   "$PYTHON" -m pip install -q --disable-pip-version-check --no-index --no-deps --no-compile \
-    --target "$SITE" "$WHEELS"/*.whl || return 1
-  PIP_INSTALL_ARGS="--no-index --no-deps --target $SITE" \
-    bash tools/build_mmcv.sh "$PYTHON" "$WHEELS/mmcv-2.1.0.tar.gz" || return 1
-  "$PYTHON" -c "import mmcv.ops, mmdet, ms_rcnn; print('mmcv', mmcv.__version__, 'ops ok')"
+    --upgrade --target "$SITE" "$WHEELS"/*.whl || return 1
+  "$PYTHON" -c "import mmengine, mmdet.structures, pycocotools, shapely, terminaltables" \
+    || { echo "a wheel is missing from $WHEELS: run tools/fetch_offline_wheels.sh again"; return 1; }
+  local tag built
+  tag="$(built_tag)"
+  built="$WHEELS/mmcv-built-$tag.tar.gz"
+  if [ -f "$built" ]; then
+    echo "unpacking $built (built by an earlier run)"
+    tar xzf "$built" -C "$SITE" || return 1
+  else
+    PIP_INSTALL_ARGS="--no-index --no-deps --upgrade --target $SITE" \
+      bash tools/build_mmcv.sh "$PYTHON" "$WHEELS/mmcv-2.1.0.tar.gz" || return 1
+    # Keep the build for a later call on a fresh machine (carry it back in $WHEELS).
+    command -v strip >/dev/null && strip --strip-debug "$SITE"/mmcv/_ext*.so
+    (cd "$SITE" && tar czf "$OUT/mmcv-built-$tag.tar.gz" mmcv mmcv-*.dist-info) \
+      && echo "saved $OUT/mmcv-built-$tag.tar.gz ($(du -h "$OUT/mmcv-built-$tag.tar.gz" | cut -f1)): copy it into $WHEELS to skip the build next time"
+  fi
+  check_mmcv_ops
 }
 
 environment() {
@@ -102,7 +150,7 @@ amp_training() {
   return "$rc"
 }
 
-export -f setup environment amp_training
+export -f built_tag check_mmcv_ops setup environment amp_training
 export ROOT OUT WHEELS SITE PYTHON DEVICE AMP_ITERS
 
 if [ "$DEVICE" = cpu ]; then
@@ -112,25 +160,22 @@ else
   SMALL=(); REPEATS_TARGETS=(--repeats 20); REPEATS=(--repeats 5)
 fi
 BENCH=tools/benchmark
-ALL=(cuda_tests targets train_step inference amp_training)
-STEPS=("$@")
-[ "${#STEPS[@]}" -eq 0 ] && STEPS=("${ALL[@]}")
 
-step setup "${SETUP_LIMIT:-360}" setup
+step setup "${SETUP_LIMIT:-330}" setup
 if [ "$FIRST_FAILURE" -ne 0 ]; then
   echo "set-up failed: nothing else can run"
   exit "$FIRST_FAILURE"
 fi
-step environment 30 environment
+step environment 20 environment
 for name in "${STEPS[@]}"; do
   case "$name" in
     setup) ;;
     cuda_tests)
-      step cuda_tests 120 "$PYTHON" -m pytest -q -rs -p no:cacheprovider -o addopts="" \
+      step cuda_tests 90 "$PYTHON" -m pytest -q -rs -p no:cacheprovider -o addopts="" \
         tests/test_no_host_sync.py tests/test_benchmarks.py::test_count_host_syncs \
         tests/test_mask_iou_head.py ;;
     targets)
-      step targets 120 "$PYTHON" $BENCH/bench_mask_iou_targets.py --device "$DEVICE" \
+      step targets 90 "$PYTHON" $BENCH/bench_mask_iou_targets.py --device "$DEVICE" \
         "${REPEATS_TARGETS[@]}" "${SMALL[@]}" --json "$OUT/targets.json" ;;
     train_step)
       step train_step 150 "$PYTHON" $BENCH/bench_train_step.py --device "$DEVICE" \
@@ -139,9 +184,10 @@ for name in "${STEPS[@]}"; do
       step inference 180 "$PYTHON" $BENCH/bench_inference.py --device "$DEVICE" \
         "${REPEATS[@]}" "${SMALL[@]}" --json "$OUT/inference.json" ;;
     amp_training) step amp_training 180 amp_training ;;
-    *) echo "unknown step '$name' (steps: setup ${ALL[*]})"; FIRST_FAILURE=2 ;;
   esac
 done
 echo "=== summary"
 cat "$OUT/summary.txt"
+exec >&- 2>&-  # let tee write the last lines before the script ends
+wait "$TEE_PID" 2>/dev/null
 exit "$FIRST_FAILURE"

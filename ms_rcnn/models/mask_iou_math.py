@@ -2,8 +2,9 @@
 
 Nothing here loops in Python over proposals. Ground-truth masks arrive as mmdet
 ``BitmapMasks`` or ``PolygonMasks`` (host memory). With proposals on an accelerator, polygon
-edges are copied host-to-device once per batch and bitmaps once per image, and everything
-then runs on the device without device-to-host copies. With proposals on the CPU, bitmaps
+edges are copied host-to-device once per batch and bitmaps once per image (from page-locked
+memory, so the host never waits for the device), and everything then runs on the device
+without device-to-host copies. With proposals on the CPU, bitmaps
 stay in numpy (summed-area tables from OpenCV over only the part of each instance that its
 boxes can see), which also avoids torch's per-call overhead on these small arrays.
 
@@ -387,9 +388,24 @@ def polygon_edge_tensors(polygons: Sequence[PolygonMasks],
         comps = np.zeros(edges.shape[:2], np.int64)
         comps[owner, slot] = ring_index[ring_of]
     num_comps = int(comps.max(initial=0)) + 1
-    # non_blocking: pageable host memory is staged at once, without waiting for the device.
-    return (torch.from_numpy(edges).to(device, non_blocking=True),
-            torch.from_numpy(comps).to(device, non_blocking=True), num_comps)
+    return (host_to_device(torch.from_numpy(edges), device),
+            host_to_device(torch.from_numpy(comps), device), num_comps)
+
+
+def host_to_device(tensor: Tensor, device: Union[str, torch.device]) -> Tensor:
+    """Copy a host tensor to ``device`` without making the host wait for queued device work.
+
+    For CUDA the data are first copied into page-locked memory (torch's caching host
+    allocator keeps that block until the copy has run): the driver may wait for the stream
+    before copying from pageable memory, even for ``non_blocking=True``. Other devices get a
+    plain non-blocking copy; a tensor already there is returned as it is.
+    """
+    device = torch.device(device)
+    if tensor.device == device:
+        return tensor
+    if device.type == 'cuda' and tensor.device.type == 'cpu' and not tensor.is_pinned():
+        tensor = tensor.pin_memory()
+    return tensor.to(device, non_blocking=True)
 
 
 def polygon_areas_in_windows(edges: Tensor, components: Tensor, num_comps: int,
@@ -563,7 +579,7 @@ def batch_area_ratios(gt_masks: Sequence[Union[BitmapMasks, PolygonMasks, Tensor
     device = boxes[0].device
     if device.type != 'cpu':
         return concat([
-            bitmap_area_ratios(torch.as_tensor(m).to(device, non_blocking=True), b, i)
+            bitmap_area_ratios(host_to_device(torch.as_tensor(m), device), b, i)
             for m, b, i in zip(bitmaps, boxes, gt_inds)
         ])
     host = [np.ascontiguousarray(m if isinstance(m, np.ndarray) else m.numpy(force=True))

@@ -176,23 +176,35 @@ def sync(device: torch.device) -> None:
 
 
 def count_host_syncs(fn: Callable[[], Any], device: torch.device) -> Optional[int]:
-    """How many times one call of ``fn`` makes the host wait for the device.
+    """How many synchronising operations torch sees in one call of ``fn`` (a lower bound).
 
     CUDA only (None elsewhere): the call runs under ``torch.cuda.set_sync_debug_mode('warn')``,
-    which warns at every synchronising operation (``item``, ``nonzero``, a device-to-host or
-    blocking host-to-device copy, ...); the warnings are counted.
+    which warns at the synchronising operations torch instruments (``item``, ``nonzero``, a
+    device-to-host or blocking host-to-device copy, ...); the warnings are counted. Waits it
+    does not instrument (a copy from pageable memory, event waits, syncs inside extensions)
+    are caught by :func:`host_waits`.
     """
     if device.type != 'cuda':
         return None
     sync(device)
+    previous = torch.cuda.get_sync_debug_mode()
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter('always')
         torch.cuda.set_sync_debug_mode('warn')
         try:
             fn()
         finally:
-            torch.cuda.set_sync_debug_mode('default')
+            torch.cuda.set_sync_debug_mode(previous)
     return sum('synchroniz' in str(w.message) for w in caught)
+
+
+def host_waits(fn: Callable[[], Any], device: torch.device) -> Optional[bool]:
+    """Whether one call of ``fn`` makes the host wait for device work queued before it (any
+    kind of wait; :func:`ms_rcnn.testing.host_waits_for_device`). CUDA only, None elsewhere."""
+    if device.type != 'cuda':
+        return None
+    from ms_rcnn.testing import host_waits_for_device
+    return host_waits_for_device(fn, device)
 
 
 _LIBC = None

@@ -93,9 +93,11 @@ class Heads:
         ]
 
     def host_syncs(self, inputs: Dict[str, Any], mask_type: str,
-                   device: torch.device) -> Dict[str, Optional[int]]:
-        """Host waits for the device during one get_targets call of each side (CUDA only)."""
-        return {side.name: common.count_host_syncs(lambda: side.run(None), device)
+                   device: torch.device) -> Dict[str, Dict[str, Any]]:
+        """Per side, for one get_targets call (CUDA only, else None): the synchronising
+        operations torch counts, and whether the host waited for queued device work."""
+        return {side.name: dict(counted=common.count_host_syncs(lambda: side.run(None), device),
+                                waited=common.host_waits(lambda: side.run(None), device))
                 for side in self.sides(inputs, mask_type)}
 
     def guards(self, inputs: Dict[str, Any], mask_type: str) -> Dict[str, float]:
@@ -183,10 +185,13 @@ def main(argv: Optional[List[str]] = None) -> Dict[str, Any]:
     common.print_table(['case', 'mmdet ms', 'ours ms', 'mmdet/ours', 'paired', 'ratio diff',
                         'target diff@0'], rows)
     if device.type == 'cuda':
-        print('Host waits for the device per get_targets call (torch.cuda sync debug mode): '
-              + '; '.join(f'{c["mask_type"]} {c["pos_per_img"]}: mmdet '
-                          f'{c["host_syncs_per_call"]["mmdet"]}, ours '
-                          f'{c["host_syncs_per_call"]["ours"]}' for c in cases))
+        print('Host syncs per get_targets call (counted by torch.cuda\'s sync debug mode, a '
+              'lower bound; "waited": the host waited for queued device work):')
+        common.print_table(
+            ['case', 'mmdet syncs', 'mmdet waited', 'ours syncs', 'ours waited'],
+            [[f'{c["mask_type"]} {c["pos_per_img"]} pos/img']
+             + [c['host_syncs_per_call'][side][key] for side in ('mmdet', 'ours')
+                for key in ('counted', 'waited')] for c in cases])
 
     scaling, rows = [], []
     if not args.no_scaling:
