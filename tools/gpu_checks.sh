@@ -102,7 +102,7 @@ setup() {
   [ -f "$WHEELS/mmcv-2.1.0.tar.gz" ] || { echo "no $WHEELS/mmcv-2.1.0.tar.gz: run tools/fetch_offline_wheels.sh first"; return 2; }
   "$PYTHON" -m pip install -q --disable-pip-version-check --no-index --no-deps --no-compile \
     --upgrade --target "$SITE" "$WHEELS"/*.whl || return 1
-  "$PYTHON" -c "import mmengine, mmdet.structures, pycocotools, shapely, terminaltables" \
+  "$PYTHON" -c "import importlib.util as u, mmengine, pycocotools, shapely, terminaltables; assert u.find_spec('mmdet')" \
     || { echo "a wheel is missing from $WHEELS: run tools/fetch_offline_wheels.sh again"; return 1; }
   local tag built
   tag="$(built_tag)"
