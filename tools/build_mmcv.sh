@@ -6,7 +6,8 @@
 # 2.14 and newer refuse (their headers need C++20): for those the source is patched to the
 # standard that torch's ATen.h asks for. The CUDA ops are built too when torch has CUDA and
 # nvcc is on the PATH (FORCE_CUDA=1); the CUDA library headers that torch's pip wheels carry
-# (nvidia/*/include) are added to the include path, since a bare CUDA toolkit may lack some.
+# (nvidia/*/include) are added to the include path after the toolkit's own, since a bare CUDA
+# toolkit may lack some.
 #
 # Usage: tools/build_mmcv.sh PYTHON [SDIST]
 #   PYTHON  interpreter whose torch the ops are built against
@@ -14,7 +15,8 @@
 #           when no patch is needed)
 # Environment:
 #   MAX_JOBS              parallel compile jobs (default: number of cores)
-#   TORCH_CUDA_ARCH_LIST  CUDA architectures (default: those of the visible GPUs, else torch's)
+#   TORCH_CUDA_ARCH_LIST  CUDA architectures (default: those of the visible GPUs, else all that
+#                         torch was built for)
 #   PIP_INSTALL_ARGS      extra arguments of the final `pip install` (e.g. --target DIR)
 set -euo pipefail
 
@@ -36,8 +38,26 @@ EOF
 if "$PY" -c "import torch, sys; sys.exit(0 if torch.version.cuda else 1)" 2>/dev/null \
     && command -v nvcc >/dev/null; then
   export FORCE_CUDA=1
+  # torch takes the toolkit to be the parent of nvcc's folder, which is wrong when nvcc on the
+  # PATH is a wrapper (e.g. /usr/local/bin/nvcc): ask nvcc where its toolkit is instead.
+  if [ -z "${CUDA_HOME:-${CUDA_PATH:-}}" ]; then
+    TOP="$(nvcc --dryrun -c -x cu /dev/null 2>&1 | sed -n 's/^#\$ TOP=//p' | head -n 1)"
+    if [ -n "$TOP" ] && [ -f "$TOP/include/cuda_runtime_api.h" ]; then
+      CUDA_HOME="$(cd "$TOP" && pwd -P)"
+      export CUDA_HOME
+    fi
+  fi
   if [ -z "${TORCH_CUDA_ARCH_LIST:-}" ]; then
-    TORCH_CUDA_ARCH_LIST="$("$PY" -c "import torch; print(';'.join(sorted({'%d.%d' % torch.cuda.get_device_capability(i) for i in range(torch.cuda.device_count())})))" 2>/dev/null || true)"
+    # Those of the visible GPUs; with none (a build host), every architecture torch was built
+    # for (torch's own default then fails on an empty list).
+    TORCH_CUDA_ARCH_LIST="$("$PY" - 2>/dev/null <<'EOF' || true
+import torch
+archs = {'%d.%d' % torch.cuda.get_device_capability(i) for i in range(torch.cuda.device_count())}
+if not archs:
+    archs = {f'{a[3:-1]}.{a[-1]}' for a in torch.cuda.get_arch_list() if a.startswith('sm_')}
+print(';'.join(sorted(archs, key=lambda a: tuple(map(int, a.split('.'))))))
+EOF
+)"
     [ -n "$TORCH_CUDA_ARCH_LIST" ] && export TORCH_CUDA_ARCH_LIST || unset TORCH_CUDA_ARCH_LIST
   fi
   # Library headers (cusparse.h, cublas_v2.h, ...) shipped in torch's nvidia-* wheels.
@@ -54,7 +74,8 @@ EOF
     export CPATH="$NV_INCLUDES${CPATH:+:$CPATH}"
     export NVCC_APPEND_FLAGS="${NVCC_APPEND_FLAGS:-} -I${NV_INCLUDES//:/ -I}"
   fi
-  log "CUDA ops for ${TORCH_CUDA_ARCH_LIST:-the default architectures of torch}, C++$STD"
+  log "CUDA ops for ${TORCH_CUDA_ARCH_LIST:-the default architectures of torch}, C++$STD," \
+    "toolkit ${CUDA_HOME:-${CUDA_PATH:-as torch finds it}}"
 else
   log "CPU ops only (no CUDA torch or no nvcc), C++$STD"
 fi
