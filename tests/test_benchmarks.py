@@ -120,7 +120,11 @@ def test_bench_inference(tmp_path):
         assert guards['box_max_abs_diff'] == 0.0
         assert guards['mask_pixel_disagreement'] == 0.0
         assert guards['ours_mask_iou_vs_mmdet_clamped_max_abs_diff'] < 1e-5
-    assert 'overhead_vs_mask_rcnn_pct' in json.loads(out.read_text())['results']['1']['ours']
+        assert 0.0 < guards['ours_bf16_head_mask_iou_vs_ours_max_abs_diff'] < 2e-2
+    saved = json.loads(out.read_text())
+    assert 'overhead_vs_mask_rcnn_pct' in saved['results']['1']['ours']
+    assert 'overhead_vs_mask_rcnn_pct' in saved['results']['1']['ours_bf16_head']
+    assert isinstance(saved['header']['sizes']['native_bf16'], bool)
 
 
 def test_layer_macs_by_hand():

@@ -151,6 +151,38 @@ def test_predict_without_detections(model_cfg):
         assert pred.bbox_scores.shape == (0, ) and pred.mask_ious.shape == (0, )
 
 
+@pytest.mark.parametrize('dtype', ['bfloat16', 'float16'])
+def test_mask_iou_dtype_runs_the_head_in_that_precision(model_cfg, dtype):
+    """test_cfg.rcnn.mask_iou_dtype: same detections, IoUs from a head run in ``dtype``."""
+    reference = build(model_cfg).eval()
+    cfg = copy.deepcopy(model_cfg)
+    cfg.test_cfg.rcnn.mask_iou_dtype = dtype
+    model = build(cfg).eval()
+    seen = []
+    model.roi_head.mask_iou_head.convs[0].register_forward_hook(
+        lambda mod, args, out: seen.append(out.dtype))
+    data = model.data_preprocessor(inputs(), False)
+    with torch.no_grad():
+        want = reference(**copy.deepcopy(data), mode='predict')
+        got = model(**data, mode='predict')
+    assert seen == [getattr(torch, dtype)]
+    for a, b in zip(got, want):
+        a, b = a.pred_instances, b.pred_instances
+        assert len(a) > 0
+        assert torch.equal(a.bboxes, b.bboxes) and torch.equal(a.labels, b.labels)
+        assert torch.equal(a.masks, b.masks) and torch.equal(a.bbox_scores, b.bbox_scores)
+        assert a.mask_ious.dtype == torch.float32
+        assert torch.allclose(a.mask_ious, b.mask_ious, atol=2e-2)
+        assert torch.allclose(a.scores, a.bbox_scores * a.mask_ious)
+
+
+def test_mask_iou_dtype_is_checked_when_built(model_cfg):
+    cfg = copy.deepcopy(model_cfg)
+    cfg.test_cfg.rcnn.mask_iou_dtype = 'int8'
+    with pytest.raises(ValueError, match=r"test_cfg.rcnn.mask_iou_dtype .*'int8'"):
+        build(cfg)
+
+
 def test_tensor_forward(model_cfg):
     model = build(model_cfg).eval()
     with torch.no_grad():

@@ -4,7 +4,9 @@ All three share the same weights: mmdet's Mask R-CNN is initialised with a fixed
 state dict is loaded into both MS R-CNN models (strict=False; only the MaskIoU head is
 missing); the MaskIoU head is initialised once from a second fixed seed and copied into both.
 What differs is the scoring head (and, between the MS models, its implementation), so the
-overhead of scoring masks is measured against the same Mask R-CNN.
+overhead of scoring masks is measured against the same Mask R-CNN. A fourth model,
+``ours_bf16_head``, is ours with ``test_cfg.rcnn.mask_iou_dtype='bfloat16'`` (the MaskIoU head
+under bfloat16 autocast, everything else fp32; ``--no-bf16-head`` leaves it out).
 
 A randomly initialised classifier scores every class at about 1/81, below the test
 ``score_thr`` of 0.05, so nothing would be detected and the mask branch would never run.
@@ -40,7 +42,8 @@ OURS_CONFIG = 'ms_rcnn/ms-rcnn_r50_fpn_1x_coco.py'
 IOU_HEAD = 'roi_head.mask_iou_head.'
 
 
-def build_models(seed: int, device: torch.device, hot_classes: int, hot_bias: float):
+def build_models(seed: int, device: torch.device, hot_classes: int, hot_bias: float,
+                 bf16_head: bool = True):
     """Mask R-CNN, mmdet's MS R-CNN and ours, with shared weights (see the module doc)."""
     torch.manual_seed(seed)
     mask_rcnn = common.build_model(
@@ -67,6 +70,11 @@ def build_models(seed: int, device: torch.device, hot_classes: int, hot_bias: fl
     assert type(mmdet_ms).__module__.startswith('mmdet.'), type(mmdet_ms)
     assert type(ours).__module__.startswith('ms_rcnn.'), type(ours)
     models = dict(mask_rcnn=mask_rcnn, mmdet_ms=mmdet_ms, ours=ours)
+    if bf16_head:
+        cfg = common.model_config(common.ours_config_path(OURS_CONFIG))
+        cfg.test_cfg.rcnn.mask_iou_dtype = 'bfloat16'
+        models['ours_bf16_head'] = common.build_model(cfg, device)
+        models['ours_bf16_head'].load_state_dict(ours.state_dict(), strict=True)
     for model in models.values():
         model.eval()
     return models
@@ -83,7 +91,7 @@ def check_outputs(outputs: Dict[str, list]) -> Dict[str, float]:
     ref_boxes, ref_scores = cat('mask_rcnn', 'bboxes'), cat('mask_rcnn', 'scores')
     out = dict(detections_per_image=ref_scores.numel() / len(outputs['mask_rcnn']))
     worst_box, worst_mask = 0.0, 0.0
-    for name in ('mmdet_ms', 'ours'):
+    for name in [n for n in outputs if n != 'mask_rcnn']:
         boxes = cat(name, 'bboxes')
         if boxes.shape != ref_boxes.shape:
             raise RuntimeError(f'{name}: {boxes.numel() // 4} detections, Mask R-CNN '
@@ -105,7 +113,19 @@ def check_outputs(outputs: Dict[str, list]) -> Dict[str, float]:
     out['ours_mask_iou_vs_mmdet_clamped_max_abs_diff'] = (
         (ours_iou - mmdet_iou.clamp(0, 1)).abs().max().item() if ref_scores.numel() else 0.0)
     out['mean_mask_iou'] = ours_iou.mean().item() if ours_iou.numel() else float('nan')
+    if 'ours_bf16_head' in outputs:
+        out['ours_bf16_head_mask_iou_vs_ours_max_abs_diff'] = (
+            (cat('ours_bf16_head', 'mask_ious') - ours_iou).abs().max().item()
+            if ours_iou.numel() else 0.0)
     return out
+
+
+def native_bf16(device: torch.device) -> bool:
+    """Whether the device computes in bfloat16 natively (else bf16 is emulated, and slow)."""
+    if device.type == 'cuda':
+        return torch.cuda.is_bf16_supported()
+    return bool(torch.backends.mkldnn.is_available()
+                and torch.ops.mkldnn._is_mkldnn_bf16_supported())
 
 
 def layer_macs(module: torch.nn.Module, inputs: tuple, output: torch.Tensor) -> int:
@@ -158,6 +178,8 @@ def main(argv: Optional[List[str]] = None) -> Dict[str, Any]:
                         help='classes whose classifier bias is raised (see above)')
     parser.add_argument('--hot-bias', type=float, default=3.0,
                         help='added to those classes\' classifier bias')
+    parser.add_argument('--no-bf16-head', dest='bf16_head', action='store_false',
+                        help='leave out ours with the MaskIoU head in bfloat16')
     args = parser.parse_args(argv)
     device = common.setup(args)
     common.quiet_mmengine()
@@ -172,10 +194,11 @@ def main(argv: Optional[List[str]] = None) -> Dict[str, Any]:
                  batches=args.batches,
                  detections=f'classifier bias +{args.hot_bias} on {args.hot_classes} classes '
                             '(~100 detections per image)',
-                 call='model.test_step(data) under eval() and no_grad(), rescale=True')
+                 call='model.test_step(data) under eval() and no_grad(), rescale=True',
+                 native_bf16=native_bf16(device))
     header = common.make_header('Inference: Mask R-CNN vs mmdet MS R-CNN vs ours', args,
                                 device, sizes)
-    models = build_models(args.seed, device, args.hot_classes, args.hot_bias)
+    models = build_models(args.seed, device, args.hot_classes, args.hot_bias, args.bf16_head)
 
     rng = np.random.default_rng(args.seed)
     results, rows, guards = {}, [], {}
@@ -232,7 +255,10 @@ def main(argv: Optional[List[str]] = None) -> Dict[str, Any]:
               f'{g["box_max_abs_diff"]:.1e}, mask pixels differing '
               f'{g["mask_pixel_disagreement"]:.1e}, ours bbox_scores vs Mask R-CNN scores '
               f'{g["ours_bbox_scores_vs_mask_rcnn_max_abs_diff"]:.1e}, ours mask_ious vs mmdet '
-              f'(clamped) {g["ours_mask_iou_vs_mmdet_clamped_max_abs_diff"]:.1e}')
+              f'(clamped) {g["ours_mask_iou_vs_mmdet_clamped_max_abs_diff"]:.1e}'
+              + (f', ours_bf16_head mask_ious vs ours '
+                 f'{g["ours_bf16_head_mask_iou_vs_ours_max_abs_diff"]:.1e}'
+                 if 'ours_bf16_head_mask_iou_vs_ours_max_abs_diff' in g else ''))
     print(f'memory: {results[args.batches[0]]["ours"].get("mem_method", "not measured")}')
     print(f'compute, batch 1 (conv + linear MACs): Mask R-CNN {compute["mask_rcnn_gmac"]:.1f} '
           f'GMAC/img; the MaskIoU head adds {compute["mask_iou_head_gmac"]:.1f} GMAC = '
