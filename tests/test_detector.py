@@ -2,6 +2,7 @@
 import copy
 import glob
 import os.path as osp
+import warnings
 
 import mmdet
 import numpy as np
@@ -14,6 +15,7 @@ from mmdet.utils import register_all_modules
 from mmengine.config import Config
 
 import ms_rcnn
+from ms_rcnn.models import mask_scoring_roi_head as roi_head_module
 from ms_rcnn.testing import REPO_ROOT, small_model_cfg
 
 register_all_modules()
@@ -162,10 +164,14 @@ def test_mask_iou_dtype_runs_the_head_in_that_precision(model_cfg, dtype):
     model.roi_head.mask_iou_head.convs[0].register_forward_hook(
         lambda mod, args, out: seen.append(out.dtype))
     data = model.data_preprocessor(inputs(), False)
-    with torch.no_grad():
+    native = roi_head_module.cpu_has_native(getattr(torch, dtype))
+    with torch.no_grad(), warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter('always')
         want = reference(**copy.deepcopy(data), mode='predict')
         got = model(**data, mode='predict')
     assert seen == [getattr(torch, dtype)]
+    emulated = [w for w in caught if 'no native' in str(w.message)]
+    assert len(emulated) == (1 if native is False else 0), [str(w.message) for w in caught]
     for a, b in zip(got, want):
         a, b = a.pred_instances, b.pred_instances
         assert len(a) > 0

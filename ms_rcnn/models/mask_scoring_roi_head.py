@@ -1,5 +1,6 @@
 """RoI head of Mask Scoring R-CNN: Mask R-CNN's heads plus the MaskIoU head."""
 import contextlib
+import warnings
 from typing import List, Optional, Tuple
 
 import torch
@@ -32,6 +33,16 @@ def mask_iou_autocast_dtype(test_cfg) -> Optional[torch.dtype]:
     return MASK_IOU_DTYPES[name]
 
 
+def cpu_has_native(dtype: torch.dtype) -> Optional[bool]:
+    """Whether oneDNN computes in ``dtype`` natively on this CPU (None: cannot tell)."""
+    probe = {torch.bfloat16: '_is_mkldnn_bf16_supported',
+             torch.float16: '_is_mkldnn_fp16_supported'}.get(dtype)
+    try:
+        return bool(getattr(torch.ops.mkldnn, probe)()) if probe else None
+    except (AttributeError, RuntimeError):
+        return None
+
+
 @MODELS.register_module()
 class MaskScoringRoIHead(StandardRoIHead):
     """Standard RoI head whose masks are scored by a MaskIoU head.
@@ -59,6 +70,7 @@ class MaskScoringRoIHead(StandardRoIHead):
         super().__init__(**kwargs)
         self.mask_iou_head = MODELS.build(mask_iou_head)
         self.mask_iou_dtype = mask_iou_autocast_dtype(self.test_cfg)
+        self._warned_emulated = False
 
     def forward(self, x: Tuple[Tensor], rpn_results_list: InstanceList,
                 batch_data_samples: SampleList = None) -> tuple:
@@ -139,6 +151,13 @@ class MaskScoringRoIHead(StandardRoIHead):
         labels = torch.cat([res.labels for res in results_list])
         class_inds = torch.zeros_like(labels) if self.mask_head.class_agnostic else labels
         mask_feats = mask_results['mask_feats']
+        if (self.mask_iou_dtype is not None and mask_feats.device.type == 'cpu'
+                and not self._warned_emulated
+                and cpu_has_native(self.mask_iou_dtype) is False):
+            self._warned_emulated = True
+            warnings.warn(f'test_cfg.rcnn.mask_iou_dtype={self.test_cfg.mask_iou_dtype!r}: '
+                          f'this CPU has no native {self.mask_iou_dtype} arithmetic, so the '
+                          f'MaskIoU head will be slower than in float32')
         with (torch.autocast(mask_feats.device.type, dtype=self.mask_iou_dtype)
               if self.mask_iou_dtype is not None else contextlib.nullcontext()):
             mask_iou_preds = self.mask_iou_head(mask_feats, select_class(mask_preds, class_inds))
