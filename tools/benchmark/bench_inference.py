@@ -120,12 +120,12 @@ def check_outputs(outputs: Dict[str, list]) -> Dict[str, float]:
     return out
 
 
-def native_bf16(device: torch.device) -> bool:
-    """Whether the device computes in bfloat16 natively (else bf16 is emulated, and slow)."""
+def native_bf16(device: torch.device) -> Optional[bool]:
+    """Whether the device computes in bfloat16 natively (None: cannot tell)."""
     if device.type == 'cuda':
         return torch.cuda.is_bf16_supported()
-    return bool(torch.backends.mkldnn.is_available()
-                and torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    from ms_rcnn.models.mask_scoring_roi_head import cpu_has_native
+    return cpu_has_native(torch.bfloat16)
 
 
 def layer_macs(module: torch.nn.Module, inputs: tuple, output: torch.Tensor) -> int:
