@@ -124,6 +124,13 @@ def test_bench_inference(tmp_path):
         assert 0.0 < guards['ours_bf16_head_mask_iou_vs_ours_max_abs_diff'] < 2e-2
     saved = json.loads(out.read_text())
     assert 'overhead_vs_mask_rcnn_pct' in saved['results']['1']['ours']
+    for batch, res in saved['results'].items():
+        assert 'mask_iou_head_median_s' not in res['mask_rcnn']
+        for name in ('mmdet_ms', 'ours', 'ours_bf16_head'):
+            # one head forward per timed call, inside that call's time
+            head_times, call_times = res[name]['mask_iou_head_times_s'], res[name]['times_s']
+            assert len(head_times) == len(call_times)
+            assert all(0.0 < h < c for h, c in zip(head_times, call_times))
     assert 'overhead_vs_mask_rcnn_pct' in saved['results']['1']['ours_bf16_head']
     assert saved['header']['sizes']['native_bf16'] is cpu_has_native(torch.bfloat16)
 

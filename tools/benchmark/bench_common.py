@@ -376,6 +376,48 @@ def run_interleaved(sides: Sequence[Side], repeats: int, warmup: int, device: to
     return out
 
 
+class ForwardTimer:
+    """Time spent in one module's ``forward`` during a timed call, without adding syncs.
+
+    Pre- and post-forward hooks read the host clock on the CPU and record CUDA events on
+    CUDA, so the call being timed around it runs as before. After each call has
+    synchronised, :meth:`end_call` adds up the spans it saw; ``per_call_s`` holds the totals.
+    """
+
+    def __init__(self, module: torch.nn.Module, device: torch.device):
+        self.cuda = device.type == 'cuda'
+        self.spans: List[Any] = []
+        self.per_call_s: List[float] = []
+        self._begin: Any = None
+        self._handles = [module.register_forward_pre_hook(self._start),
+                         module.register_forward_hook(self._stop)]
+
+    def _now(self):
+        if not self.cuda:
+            return time.perf_counter()
+        event = torch.cuda.Event(enable_timing=True)
+        event.record()
+        return event
+
+    def _start(self, module, inputs):
+        self._begin = self._now()
+
+    def _stop(self, module, inputs, output):
+        self.spans.append((self._begin, self._now()))
+
+    def end_call(self, keep: bool = True) -> None:
+        """Close the spans of the call that just finished (``keep=False``: a warm-up)."""
+        total = sum(begin.elapsed_time(end) / 1e3 if self.cuda else end - begin
+                    for begin, end in self.spans)
+        self.spans = []
+        if keep:
+            self.per_call_s.append(total)
+
+    def remove(self) -> None:
+        for handle in self._handles:
+            handle.remove()
+
+
 def ratio(results: Dict[str, Dict[str, Any]], slow: str, fast: str) -> Dict[str, float]:
     """``slow`` time / ``fast`` time: ratio of the medians, and the median of the ratios of
     the same round (more robust when the machine's speed drifts)."""

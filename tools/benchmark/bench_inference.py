@@ -18,7 +18,9 @@ image, masks pasted at the original image size).
 
 One call is ``model.test_step(data)`` (data preprocessor + predict with rescale=True) under
 ``model.eval()`` and ``torch.no_grad()``, for batch 1 and batch 4. Latency per image is the
-median call time / batch; throughput is batch / median call time.
+median call time / batch; throughput is batch / median call time. Inside the same timed calls,
+hooks time the MaskIoU head's own forward (host clock on the CPU, CUDA events on a GPU: no
+extra syncs), which shows how much of the overhead over Mask R-CNN is the head itself.
 
     python tools/benchmark/bench_inference.py                       # CUDA if available
     python tools/benchmark/bench_inference.py --device cpu --size 512x672 --repeats 5
@@ -26,6 +28,7 @@ median call time / batch; throughput is batch / median call time.
 import argparse
 import copy
 import os.path as osp
+import statistics
 import sys
 from typing import Any, Dict, List, Optional
 
@@ -206,7 +209,13 @@ def main(argv: Optional[List[str]] = None) -> Dict[str, Any]:
         data = common.detection_batch(rng, batch, height, width, 80, with_gt=False)
         first: Dict[str, list] = {}
 
+        # The MaskIoU head's own forward time inside each timed call (no extra syncs).
+        timers = {name: common.ForwardTimer(model.roi_head.mask_iou_head, device)
+                  for name, model in models.items() if hasattr(model.roi_head, 'mask_iou_head')}
+
         def on_result(name, rnd, out):
+            if name in timers:
+                timers[name].end_call(keep=rnd >= 0)
             if name not in first:  # keep the first outputs on the host for the guards
                 first[name] = [sample.pred_instances.cpu() for sample in out]
 
@@ -222,6 +231,11 @@ def main(argv: Optional[List[str]] = None) -> Dict[str, Any]:
                                      on_result=on_result)
         guards[batch] = check_outputs(first)
         base = res['mask_rcnn']['median_s']
+        for name, timer in timers.items():
+            timer.remove()
+            head = statistics.median(timer.per_call_s)
+            res[name].update(mask_iou_head_times_s=timer.per_call_s, mask_iou_head_median_s=head,
+                             mask_iou_head_pct_of_mask_rcnn=100.0 * head / base)
         for name, r in res.items():
             r['latency_per_image_s'] = r['median_s'] / batch
             r['throughput_img_per_s'] = batch / r['median_s']
@@ -259,6 +273,12 @@ def main(argv: Optional[List[str]] = None) -> Dict[str, Any]:
               + (f', ours_bf16_head mask_ious vs ours '
                  f'{g["ours_bf16_head_mask_iou_vs_ours_max_abs_diff"]:.1e}'
                  if 'ours_bf16_head_mask_iou_vs_ours_max_abs_diff' in g else ''))
+    for batch in args.batches:
+        res = results[batch]
+        print(f'batch {batch}: the MaskIoU head\'s forward inside the call (median) takes '
+              + ', '.join(f'{name} {common.ms(r["mask_iou_head_median_s"])} ms = '
+                          f'{r["mask_iou_head_pct_of_mask_rcnn"]:.1f}% of Mask R-CNN\'s call'
+                          for name, r in res.items() if 'mask_iou_head_median_s' in r))
     print(f'memory: {results[args.batches[0]]["ours"].get("mem_method", "not measured")}')
     print(f'compute, batch 1 (conv + linear MACs): Mask R-CNN {compute["mask_rcnn_gmac"]:.1f} '
           f'GMAC/img; the MaskIoU head adds {compute["mask_iou_head_gmac"]:.1f} GMAC = '
