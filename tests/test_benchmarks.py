@@ -151,3 +151,42 @@ def test_layer_macs_by_hand():
     w = torch.zeros(3, 10)
     assert bench.layer_macs(linear, (w, ), linear(w)) == 3 * 2 * 10
     assert bench.layer_macs(torch.nn.ReLU(), (w, ), w) == 0
+
+
+def test_forward_timer_times_only_the_module():
+    import time
+    common = load('bench_common')
+
+    class Sleepy(torch.nn.Module):
+        def forward(self, x):
+            time.sleep(0.02)
+            return x
+
+    inner = Sleepy()
+    outer = torch.nn.Sequential(inner, Sleepy())
+    timer = common.ForwardTimer(inner, torch.device('cpu'))
+    outer(torch.zeros(1))  # a warm-up call, dropped
+    timer.end_call(keep=False)
+    outer(torch.zeros(1))
+    inner(torch.zeros(1))  # two forwards in one call are added up
+    timer.end_call()
+    timer.remove()
+    outer(torch.zeros(1))
+    assert timer.spans == [] and len(timer.per_call_s) == 1
+    assert 0.04 <= timer.per_call_s[0] < 0.06
+
+
+@pytest.mark.parametrize('backward', [False, True])
+def test_bench_mask_iou_head(tmp_path, backward):
+    argv, out = smoke_args(tmp_path, *(['--backward'] if backward else []))
+    result = load('bench_mask_iou_head').main(argv)
+    check_header(result['header'], 'rois')
+    sides = {'mmdet', 'ours'} | (set() if backward else {'ours_blas_fc', 'ours_bfloat16'})
+    assert set(result['results']) == sides
+    guards = result['guards']
+    assert guards['ours_vs_mmdet_max_abs_diff'] < 1e-5
+    if not backward:
+        assert guards['ours_blas_fc_vs_mmdet_max_abs_diff'] < 1e-5
+        assert 0.0 < guards['ours_bfloat16_vs_ours_max_abs_diff'] < 2e-2
+        assert result['ratios']['ours_blas_fc_vs_ours']['ratio_of_medians'] > 0
+    assert json.loads(out.read_text())['ratios']['ours']['ratio_of_medians'] > 0

@@ -6,12 +6,12 @@
 #      unpack such a build saved by an earlier run; then run mmcv's roi_align and nms on
 #      $DEVICE;
 #   2. cuda_tests: the MaskIoU head never makes the host wait for the GPU; the sync counters;
-#   3. targets, train_step, inference: the three benchmarks on CUDA, as JSON;
+#   3. targets, train_step, inference, head: the benchmarks on CUDA, as JSON;
 #   4. amp_training: a short mixed-precision training run on synthetic data (train.py --amp).
 # With no step named, all run. A step that fails or runs out of time is recorded and the next
 # one still runs; the exit status is that of the first failed step. Everything goes to $OUT:
 # log.txt (all output, appended), summary.txt (one line per step: status, seconds),
-# targets.json, train_step.json, inference.json, amp_train.log, and after a build
+# targets.json, train_step.json, inference.json, head.json, amp_train.log, and after a build
 # mmcv-built-<python>-<torch>.tar.gz (the stripped build, a few MB).
 #
 # On a machine without a package index (Python 3.12, CUDA torch, nvcc), first, here:
@@ -20,7 +20,7 @@
 # So, there, with .whl carried along:
 #   bash tools/gpu_checks.sh setup cuda_tests targets            # builds mmcv (~5 min?)
 # then copy $OUT/mmcv-built-*.tar.gz into .whl/ here, and carry .whl again:
-#   bash tools/gpu_checks.sh train_step inference amp_training   # unpacks it in seconds
+#   bash tools/gpu_checks.sh train_step inference head amp_training   # unpacks it in seconds
 # Environment: OUT (default work_dirs/gpu_checks), WHEELS (default .whl), SITE (default
 # /tmp/ms_rcnn_site), PYTHON (default python3), DEVICE (default cuda; `cpu` rehearses the
 # script with tiny sizes), AMP_ITERS (default 300; 32 with DEVICE=cpu), SETUP_LIMIT
@@ -35,7 +35,7 @@ SITE="${SITE:-/tmp/ms_rcnn_site}"
 PYTHON="${PYTHON:-python3}"
 DEVICE="${DEVICE:-cuda}"
 if [ "$DEVICE" = cpu ]; then AMP_ITERS="${AMP_ITERS:-32}"; else AMP_ITERS="${AMP_ITERS:-300}"; fi
-ALL=(cuda_tests targets train_step inference amp_training)
+ALL=(cuda_tests targets train_step inference head amp_training)
 STEPS=("$@")
 [ "${#STEPS[@]}" -eq 0 ] && STEPS=("${ALL[@]}")
 for name in "${STEPS[@]}"; do
@@ -183,6 +183,9 @@ for name in "${STEPS[@]}"; do
     inference)
       step inference 180 "$PYTHON" $BENCH/bench_inference.py --device "$DEVICE" \
         "${REPEATS[@]}" "${SMALL[@]}" --json "$OUT/inference.json" ;;
+    head)
+      step head 60 "$PYTHON" $BENCH/bench_mask_iou_head.py --device "$DEVICE" \
+        "${REPEATS_TARGETS[@]}" "${SMALL[@]}" --json "$OUT/head.json" ;;
     amp_training) step amp_training 180 amp_training ;;
   esac
 done
