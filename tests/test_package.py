@@ -1,5 +1,6 @@
 """Package-level behaviour: version checks, registries, safe checkpoint loading."""
 import collections
+import pathlib
 import pickle
 
 import numpy as np
@@ -103,3 +104,41 @@ class TestSafeCheckpoints:
 
     def test_local_loader_is_registered(self):
         assert CheckpointLoader._get_checkpoint_loader('/some/file.pth') is load_local_checkpoint
+
+
+ROOT = pathlib.Path(REPO_ROOT)
+
+
+class TestModelIndex:
+    """model-index.yml and the metafile it imports, which `mim search` / `mim download` read."""
+
+    @staticmethod
+    def models():
+        import yaml
+        index = yaml.safe_load((ROOT / 'model-index.yml').read_text())
+        models = []
+        for path in index['Import']:
+            models += yaml.safe_load((ROOT / path).read_text())['Models']
+        return models
+
+    def test_every_entry_names_an_existing_config_after_its_file(self):
+        models = self.models()
+        assert models
+        for model in models:
+            config = ROOT / model['Config']
+            assert config.is_file(), f"{model['Name']}: {model['Config']} does not exist"
+            assert model['Name'] == config.stem, model['Name']
+
+    def test_every_config_is_listed_once(self):
+        names = [model['Name'] for model in self.models()]
+        assert len(names) == len(set(names))
+        configs = sorted(p.stem for p in (ROOT / 'configs' / 'ms_rcnn').glob('*.py'))
+        assert sorted(names) == configs
+
+    def test_weights_belong_to_the_entry(self):
+        # mmdet 2.x's file names spell the config with underscores: ms_rcnn_r50_caffe_fpn_1x_coco.
+        with_weights = [m for m in self.models() if 'Weights' in m]
+        assert with_weights
+        for model in with_weights:
+            folder = model['Weights'].split('/')[-2]
+            assert folder == model['Name'].replace('-', '_'), model['Name']
