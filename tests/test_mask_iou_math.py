@@ -45,6 +45,21 @@ class TestTargets:
         # A probability threshold of 0.6 (logit 0.405) makes them background.
         assert M.mask_iou_targets(pred, target, torch.ones(1), 0.6).item() == 0.0
 
+    def test_authors_threshold_is_probability_sigmoid_half(self):
+        # The authors' code binarises with `logits > 0.5`; mask_thr_binary=0.6225 does the same
+        # (logit(0.6225) = 0.50007), as the README says.
+        g = torch.Generator().manual_seed(0)
+        logits = torch.randn(64, 28, 28, generator=g) * 2
+        logits[(logits - 0.5).abs() < 1e-3] = 0.6  # off the 7e-5 gap between the two thresholds
+        target = (torch.rand(64, 28, 28, generator=g) > 0.4).float()
+        ratios = torch.rand(64, generator=g) * 0.5 + 0.5
+        pred = (logits > 0.5).float()
+        overlap = (pred * target).sum((1, 2))
+        union = (pred.sum((1, 2)) + target.sum((1, 2)) / ratios - overlap).clamp(min=1)
+        ours = M.mask_iou_targets(logits, target, ratios, 0.6225)
+        torch.testing.assert_close(ours, overlap / union)
+        assert not torch.equal(ours, M.mask_iou_targets(logits, target, ratios, 0.5))
+
     def test_empty_prediction_and_target_give_zero_not_nan(self):
         pred = torch.full((2, 4, 4), -3.0)
         target = torch.zeros(2, 4, 4)

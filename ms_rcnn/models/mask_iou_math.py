@@ -31,7 +31,9 @@ def logit_threshold(prob_thr: float) -> float:
     """The logit that corresponds to a probability threshold.
 
     Masks are binarised with ``sigmoid(logit) > prob_thr``, i.e. ``logit > logit(prob_thr)``;
-    0.5 gives 0, as in the authors' code (mmdet 3.3 compares raw logits with 0.5 instead).
+    0.5 gives 0. That is the paper's "threshold 0.5" and the threshold the masks are pasted with
+    at test time, so the targets are the IoU of the mask that is output. The authors' code and
+    mmdet 3.3 compare raw logits with 0.5 instead (probability 0.6225 = ``sigmoid(0.5)``).
     """
     if not 0.0 < prob_thr < 1.0:
         raise ValueError(f'mask_thr_binary must lie in (0, 1), got {prob_thr}')
