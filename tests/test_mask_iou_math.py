@@ -209,6 +209,25 @@ class TestAreaRatios:
         assert torch.equal(host, device)
         assert host.max() > 0.5
 
+    @pytest.mark.parametrize('per_pass', [1, 3])
+    def test_tables_built_a_few_instances_at_a_time_agree(self, per_pass):
+        # A table budget of 1 or 3 instances' tables: 4 or 2 passes over the 4 instances.
+        rng = np.random.default_rng(2)
+        masks = torch.from_numpy(
+            random_star_polygons(rng, 4, 50, 61).to_bitmap().masks.astype(np.uint8))
+        gen = torch.Generator().manual_seed(2)
+        boxes = random_boxes(gen, 64, 50, 61)
+        gt = torch.randint(0, 4, (64, ), generator=gen)
+        whole = M.bitmap_area_ratios(masks, boxes, gt)
+        passes = M.bitmap_area_ratios(masks, boxes, gt, max_table_entries=per_pass * 51 * 62)
+        assert torch.equal(whole, passes)
+        assert whole.max() > 0.5 and (whole < 0.5).any()
+
+    def test_flipped_numpy_masks_become_a_tensor(self):
+        masks = np.arange(24, dtype=np.uint8).reshape(2, 3, 4)[:, :, ::-1]
+        tensor = M.contiguous_tensor(masks)
+        assert np.array_equal(tensor.numpy(), masks)
+
     def test_bool_masks_and_tensor_masks(self):
         masks = np.zeros((1, 5, 5), bool)
         masks[0, :2, :2] = True

@@ -23,7 +23,7 @@ from mmengine.config import ConfigDict
 from mmengine.structures import InstanceData
 
 from ms_rcnn.models import MaskIoUHead
-from ms_rcnn.models.mask_iou_math import batch_area_ratios
+from ms_rcnn.models.mask_iou_math import batch_area_ratios, bitmap_area_ratios
 from ms_rcnn.testing import HostTransferError, NoBlockingHostTransfers, host_waits_for_device
 
 CFG = ConfigDict(mask_thr_binary=0.5)
@@ -107,6 +107,15 @@ def test_meta_device_catches_host_reads():
     masks = torch.zeros(8, 28, 28, device='meta')
     with pytest.raises((NotImplementedError, RuntimeError), match='meta'):
         MMDetMaskIoUHead(num_classes=3).get_targets(results, gts, masks, masks, CFG)
+
+
+def test_bitmap_tables_in_several_passes_on_meta_device():
+    masks = torch.zeros(5, 30, 40, dtype=torch.uint8, device='meta')
+    boxes = torch.rand(12, 4, device='meta')
+    gt_inds = torch.zeros(12, dtype=torch.long, device='meta')
+    with NoBlockingHostTransfers():
+        ratios = bitmap_area_ratios(masks, boxes, gt_inds, max_table_entries=2 * 31 * 41)
+    assert ratios.shape == (12, ) and ratios.device.type == 'meta'
 
 
 @pytest.mark.parametrize('transfer', [

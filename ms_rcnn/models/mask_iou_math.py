@@ -26,6 +26,11 @@ from torch import Tensor
 #: 255 per pixel; larger tables are built in a wider type.
 MAX_INT32_PIXELS = (2**31 - 1) // 255
 
+#: Most summed-area table entries (instances x pixels) that :func:`bitmap_area_ratios` builds at
+#: once: 2**26 int32 entries are 256 MiB, so an image with many instances (90 at 1333 x 800
+#: would need 385 MiB of tables, and as much again for the int32 copy) takes several passes.
+MAX_TABLE_ENTRIES = 2**26
+
 
 def logit_threshold(prob_thr: float) -> float:
     """The logit that corresponds to a probability threshold.
@@ -113,27 +118,41 @@ def host_pixel_windows(boxes: np.ndarray, sizes: np.ndarray) -> np.ndarray:
     return windows
 
 
-def bitmap_area_ratios(masks: Tensor, boxes: Tensor, gt_inds: Tensor) -> Tensor:
+def bitmap_area_ratios(masks: Tensor, boxes: Tensor, gt_inds: Tensor,
+                       max_table_entries: int = MAX_TABLE_ENTRIES) -> Tensor:
     """Fraction of each assigned bitmap instance that lies inside its box, on the masks' device.
 
     Box sums are read from summed-area tables over the whole image at the four corners of each
-    box's pixel window (:func:`pixel_windows`): no host sync, the way for accelerators. On the
+    box's pixel window (:func:`pixel_windows`): no host sync, the way for accelerators. The
+    tables are built for as many instances at a time as fit in ``max_table_entries``. On the
     CPU, :func:`host_bitmap_area_ratios` gives the same ratios much faster.
 
     Args:
         masks (Tensor): Binary instance masks on the boxes' device, shape (G, H, W).
         boxes (Tensor): Boxes (x1, y1, x2, y2), shape (P, 4).
         gt_inds (Tensor): Index of each box's instance, shape (P,).
+        max_table_entries (int): Most table entries built at once (at least one instance's).
 
     Returns:
         Tensor: fp32 ratios in [0, 1]; 0 for instances of zero area, shape (P,).
     """
     if boxes.size(0) == 0:
         return boxes.new_zeros((0, ), dtype=torch.float32)
-    height, width = masks.shape[-2:]
-    tables = full_tables(masks)
-    inside = window_sums(tables, pixel_windows(boxes, height, width), gt_inds)
-    totals = tables.totals[gt_inds]
+    num, height, width = masks.shape
+    windows = pixel_windows(boxes, height, width)
+    per_pass = max(1, max_table_entries // ((height + 1) * (width + 1)))
+    if num <= per_pass:
+        tables = full_tables(masks)
+        inside, totals = window_sums(tables, windows, gt_inds), tables.totals[gt_inds]
+    else:
+        inside = torch.zeros_like(gt_inds, dtype=torch.long)
+        totals = torch.zeros_like(gt_inds, dtype=torch.long)
+        for start in range(0, num, per_pass):
+            tables = full_tables(masks[start:start + per_pass])
+            local = (gt_inds - start).clamp(0, tables.totals.numel() - 1)
+            mine = (gt_inds >= start) & (gt_inds < start + per_pass)
+            inside = torch.where(mine, window_sums(tables, windows, local).long(), inside)
+            totals = torch.where(mine, tables.totals[local].long(), totals)
     return (inside / totals.clamp(min=1)).float()
 
 
@@ -164,8 +183,10 @@ def summed_area_table(masks: Tensor) -> Tensor:
         Tensor: int32 table where ``t[..., y, x]`` counts the pixels above row y and left of
         column x, shape (G, H + 1, W + 1) or (H + 1, W + 1).
     """
-    dtype = torch.int32 if masks.shape[-2] * masks.shape[-1] <= MAX_INT32_PIXELS else torch.int64
-    table = torch.nn.functional.pad(masks.to(dtype), (1, 0, 1, 0))
+    height, width = masks.shape[-2:]
+    dtype = torch.int32 if height * width <= MAX_INT32_PIXELS else torch.int64
+    table = masks.new_zeros((*masks.shape[:-2], height + 1, width + 1), dtype=dtype)
+    table[..., 1:, 1:] = masks  # one table-sized allocation, no padded copy
     return table.cumsum_(-2).cumsum_(-1)
 
 
@@ -533,6 +554,13 @@ def as_bitmap(gt_masks: Union[BitmapMasks, Tensor]) -> Union[np.ndarray, Tensor]
     return gt_masks.ne(0).view(torch.uint8)  # a cast would wrap values such as 256 to 0
 
 
+def contiguous_tensor(masks: Union[np.ndarray, Tensor]) -> Tensor:
+    """A tensor of the masks, copied only where numpy's strides are negative or uneven."""
+    if isinstance(masks, np.ndarray):
+        return torch.from_numpy(np.ascontiguousarray(masks))
+    return masks
+
+
 def host_integer_boxes(boxes: Sequence[Tensor]) -> np.ndarray:
     """Boxes of several images truncated towards zero (as mmdet crops), on the host.
 
@@ -581,7 +609,7 @@ def batch_area_ratios(gt_masks: Sequence[Union[BitmapMasks, PolygonMasks, Tensor
     device = boxes[0].device
     if device.type != 'cpu':
         return concat([
-            bitmap_area_ratios(host_to_device(torch.as_tensor(m), device), b, i)
+            bitmap_area_ratios(host_to_device(contiguous_tensor(m), device), b, i)
             for m, b, i in zip(bitmaps, boxes, gt_inds)
         ])
     host = [np.ascontiguousarray(m if isinstance(m, np.ndarray) else m.numpy(force=True))
