@@ -197,6 +197,31 @@ def test_tensor_forward(model_cfg):
     assert len(roi_outs) == 4 and roi_outs[-1].shape[-1] == 3
 
 
+def test_class_agnostic_mask_head(model_cfg):
+    cfg = copy.deepcopy(model_cfg)
+    cfg.roi_head.mask_head.class_agnostic = True
+    model = build(cfg)
+    losses = model(**model.data_preprocessor(inputs(), True), mode='loss')
+    assert torch.isfinite(losses['loss_mask_iou']) and losses['loss_mask_iou'] > 0
+    model.eval()
+    with torch.no_grad():
+        roi_outs = model(**model.data_preprocessor(inputs(), False), mode='tensor')[-1]
+        results = model(**model.data_preprocessor(inputs(), False), mode='predict')
+    assert roi_outs[2].shape[1] == 1 and roi_outs[3].shape[-1] == 3
+    assert len(results[0].pred_instances.mask_ious) > 0
+
+
+@pytest.mark.parametrize('field, value, message', [
+    ('roi_feat_size', 7, r'mask_iou_head.roi_feat_size is \(7, 7\) but .* \(14, 14\)'),
+    ('in_channels', 64, r'mask_iou_head.in_channels is 64 but .* 256 channels'),
+])
+def test_mask_iou_head_must_fit_the_mask_features(model_cfg, field, value, message):
+    cfg = copy.deepcopy(model_cfg)
+    cfg.roi_head.mask_iou_head[field] = value
+    with pytest.raises(ValueError, match=message):
+        build(cfg)
+
+
 SMALL_DATA = sorted(glob.glob(osp.join(REPO_ROOT, 'configs', 'small_data', '*.py')))
 
 

@@ -64,6 +64,7 @@ class MaskIoUHead(BaseModule):
             raise ValueError(f'num_convs must be >= 1 (the last conv halves the size), '
                              f'got {num_convs}')
         self.in_channels = in_channels
+        self.roi_feat_size = _pair(roi_feat_size)
         self.conv_out_channels = conv_out_channels
         self.fc_out_channels = fc_out_channels
         self.num_classes = num_classes

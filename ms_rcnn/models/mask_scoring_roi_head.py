@@ -69,8 +69,26 @@ class MaskScoringRoIHead(StandardRoIHead):
             raise ValueError('MaskScoringRoIHead needs a mask_head config')
         super().__init__(**kwargs)
         self.mask_iou_head = MODELS.build(mask_iou_head)
+        self._check_mask_feature_shape()
         self.mask_iou_dtype = mask_iou_autocast_dtype(self.test_cfg)
         self._warned_emulated = False
+
+    def _check_mask_feature_shape(self) -> None:
+        """The MaskIoU head must expect the mask branch's RoI features, checked at build time
+        rather than as a shape error in its first FC layer."""
+        extractor = self.bbox_roi_extractor if self.share_roi_extractor \
+            else self.mask_roi_extractor
+        head = self.mask_iou_head
+        size = getattr(extractor.roi_layers[0], 'output_size', None)
+        if size is not None and tuple(size) != tuple(head.roi_feat_size):
+            raise ValueError(
+                f'mask_iou_head.roi_feat_size is {tuple(head.roi_feat_size)} but the mask '
+                f'branch\'s RoI features are {tuple(size)} (from the '
+                f'{"bbox" if self.share_roi_extractor else "mask"}_roi_extractor)')
+        channels = getattr(extractor, 'out_channels', None)
+        if channels is not None and channels != head.in_channels:
+            raise ValueError(f'mask_iou_head.in_channels is {head.in_channels} but the mask '
+                             f'branch\'s RoI features have {channels} channels')
 
     def forward(self, x: Tuple[Tensor], rpn_results_list: InstanceList,
                 batch_data_samples: SampleList = None) -> tuple:
@@ -81,6 +99,8 @@ class MaskScoringRoIHead(StandardRoIHead):
         mask_results = self._mask_forward(x, rois[:100])
         cls_score = bbox_results['cls_score'][:100]
         labels = cls_score[:, :self.bbox_head.num_classes].argmax(dim=1)
+        if self.mask_head.class_agnostic:
+            labels = torch.zeros_like(labels)
         mask_iou_preds = self.mask_iou_head(mask_results['mask_feats'],
                                             select_class(mask_results['mask_preds'], labels))
         return (bbox_results['cls_score'], bbox_results['bbox_pred'],
