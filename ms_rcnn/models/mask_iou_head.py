@@ -25,12 +25,12 @@ class MaskIoUHead(BaseModule):
 
     Layer names, shapes and the public methods are those of mmdet's ``MaskIoUHead``, so
     checkpoints and calling code written for it work unchanged. Differences: targets binarise
-    the predicted mask at probability ``mask_thr_binary`` (the authors' code and mmdet threshold raw logits), the
-    area ratio is vectorised on the proposals' device for bitmap and polygon masks, empty
-    inputs never give NaN, the loss runs in fp32 under autocast, predictions keep the
-    classification score and the predicted MaskIoU beside the mask score, and on the CPU the
-    convs run in channels-last layout and, at fp32 inference, the FC layers on oneDNN's matmul
-    (both faster, same results to float rounding).
+    the predicted mask at probability ``mask_thr_binary`` (the authors' code and mmdet
+    threshold raw logits), the area ratio is vectorised on the proposals' device for bitmap and
+    polygon masks, empty inputs never give NaN, the loss runs in fp32 under autocast,
+    predictions keep the classification score and the predicted MaskIoU beside the mask score,
+    and on the CPU the convs run in channels-last layout and, at fp32 inference, the FC layers
+    on oneDNN's matmul (both faster, same results to float rounding).
 
     Args:
         num_convs (int): Number of 3x3 convs. Defaults to 4.
