@@ -1,7 +1,7 @@
 # Mask R-CNN twin of ms-rcnn_r18_fpn_coco-person.py: same data, schedule, seed and model except
 # the scoring head. A ResNet-18-FPN with GroupNorm trained from scratch (no pretrained weights
 # exist on the project's machines) on the COCO person subset of ../shared/data/README.md.
-# Point it at another copy with --cfg-options data_root=/path/to/coco_person/.
+# Point it at another copy with --data-root /path/to/coco_person/ (or --cfg-options data_root=...).
 _base_ = 'mmdet::mask_rcnn/mask-rcnn_r50_fpn_1x_coco.py'
 
 data_root = '../shared/data/coco_person/'

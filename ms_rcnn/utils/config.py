@@ -54,7 +54,9 @@ def load_config(path: str, cfg_options: Optional[dict] = None, data_root: Option
     Args:
         path (str): Config file.
         cfg_options (dict, optional): ``--cfg-options`` overrides.
-        data_root (str, optional): ``--data-root`` (see :func:`set_data_root`).
+        data_root (str, optional): ``--data-root`` (see :func:`set_data_root`). Without it, a
+            ``data_root`` in ``cfg_options`` is applied the same way, since merging it alone
+            would not reach the paths the config computed from it.
         work_dir (str, optional): ``--work-dir``; defaults to ``./work_dirs/<config name>``
             unless the config sets one.
         launcher (str): ``--launcher``.
@@ -68,6 +70,8 @@ def load_config(path: str, cfg_options: Optional[dict] = None, data_root: Option
     cfg.launcher = launcher
     if cfg_options:
         cfg.merge_from_dict(cfg_options)
+        if data_root is None and 'data_root' in cfg_options:
+            data_root = cfg_options['data_root']
     if data_root is not None:
         set_data_root(cfg, data_root)
     if work_dir is not None:
