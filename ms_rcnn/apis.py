@@ -15,6 +15,7 @@ from pycocotools.coco import COCO
 from tqdm import tqdm
 
 from .analysis import concat_records, image_records, plot_report, summarize
+from .utils.checkpoint import check_checkpoint_fits
 from .utils.config import load_config
 
 
@@ -35,6 +36,7 @@ def predict_records(cfg: Config, checkpoint: str, device: str = 'cpu',
         images (predictions on the CPU) for drawing.
     """
     model = init_detector(cfg, checkpoint, device=device)  # safe loading via ms_rcnn
+    check_checkpoint_fits(model, None, checkpoint)
     loader = build_test_loader(cfg)
     dataset = loader.dataset
     if not getattr(dataset, 'ann_file', None):

@@ -12,7 +12,9 @@ from mmengine.runner.checkpoint import CheckpointLoader, _load_checkpoint
 import ms_rcnn
 from ms_rcnn.testing import REPO_ROOT
 from ms_rcnn.utils import compat
-from ms_rcnn.utils.checkpoint import UnsafeCheckpointError, load_local_checkpoint
+from ms_rcnn.utils.checkpoint import (CheckpointMismatchError, NotACheckpointError,
+                                     UnsafeCheckpointError, check_checkpoint_fits,
+                                     load_local_checkpoint, state_dict_mismatch)
 
 
 class TestVersionCheck:
@@ -99,8 +101,74 @@ class TestSafeCheckpoints:
         torch.save(self.mmengine_like_checkpoint(), path)
         data = path.read_bytes()
         path.write_bytes(data[:len(data) // 2])
-        with pytest.raises((RuntimeError, pickle.UnpicklingError, EOFError)):
+        with pytest.raises(NotACheckpointError, match=f'{path} is truncated or damaged'):
             load_local_checkpoint(str(path))
+
+    def test_a_file_torch_did_not_write_is_named(self, tmp_path):
+        path = tmp_path / 'instances_val.json'
+        path.write_text('{"images": []}')
+        with pytest.raises(NotACheckpointError, match=f"{path} is not a PyTorch checkpoint"):
+            load_local_checkpoint(str(path))
+
+    def test_a_plain_pickle_is_named(self, tmp_path):
+        path = tmp_path / 'odd.pkl'
+        path.write_bytes(pickle.dumps({'a': 1}, protocol=2))
+        with pytest.raises(NotACheckpointError, match=f'{path} is not a PyTorch checkpoint'):
+            load_local_checkpoint(str(path))
+
+    def test_unreadable_checkpoint_does_not_advise_unsafe_loading(self, tmp_path, monkeypatch):
+        path = tmp_path / 'odd.pth'
+        torch.save({'a': 1}, path)
+        torch_message = ('Weights only load failed. Re-running `torch.load` with `weights_only` '
+                         'set to `False` will likely succeed, but it can result in arbitrary '
+                         'code execution.\nWeightsUnpickler error: \n\nUnsupported operand 7')
+
+        def fail(*args, **kwargs):
+            raise pickle.UnpicklingError(torch_message)
+
+        monkeypatch.setattr(torch, 'load', fail)
+        monkeypatch.setattr(torch.serialization, 'get_unsafe_globals_in_checkpoint',
+                            lambda f: [])
+        with pytest.raises(UnsafeCheckpointError) as info:
+            load_local_checkpoint(str(path))
+        assert str(info.value) == (f'checkpoint {path} cannot be loaded safely: '
+                                   'Unsupported operand 7')
+
+
+class TestCheckpointFit:
+
+    def model(self):
+        torch.manual_seed(0)
+        return torch.nn.Sequential(torch.nn.Linear(4, 3), torch.nn.BatchNorm1d(3))
+
+    def test_a_fitting_checkpoint_passes_with_or_without_the_module_prefix(self):
+        model = self.model()
+        state = model.state_dict()
+        del state['1.num_batches_tracked']  # older checkpoints lack it
+        check_checkpoint_fits(model, {'state_dict': state}, 'a.pth')
+        check_checkpoint_fits(model, {'module.' + k: v for k, v in state.items()}, 'a.pth')
+
+    def test_missing_parameters_are_refused_and_grouped(self):
+        model = self.model()
+        state = {k: v for k, v in model.state_dict().items() if not k.startswith('1.')}
+        with pytest.raises(CheckpointMismatchError) as info:
+            check_checkpoint_fits(model, {'state_dict': state}, 'mask_rcnn.pth')
+        message = str(info.value)
+        assert 'mask_rcnn.pth' in message and 'lacks 4 ' in message and '1.* (4)' in message
+
+    def test_other_shapes_are_refused(self):
+        model = self.model()
+        state = dict(model.state_dict(), **{'0.weight': torch.zeros(5, 4)})
+        with pytest.raises(CheckpointMismatchError, match=r'0.weight: \(5, 4\) in the checkpoint'
+                           r', \(3, 4\) in the model'):
+            check_checkpoint_fits(model, state, 'b.pth')
+
+    def test_extra_entries_are_only_reported(self):
+        model = self.model()
+        state = dict(model.state_dict(), **{'mask_iou_head.fc.weight': torch.zeros(1)})
+        missing, unexpected, shapes = state_dict_mismatch(model.state_dict(), state)
+        assert (missing, unexpected, shapes) == ([], ['mask_iou_head.fc.weight'], {})
+        check_checkpoint_fits(model, state, 'c.pth')
 
     def test_local_loader_is_registered(self):
         assert CheckpointLoader._get_checkpoint_loader('/some/file.pth') is load_local_checkpoint

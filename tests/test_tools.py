@@ -62,6 +62,23 @@ def test_test_tool_evaluates_and_dumps_predictions(trained, toy_root, tmp_path):
     assert {'bbox_scores', 'mask_ious', 'scores'} <= set(preds[0]['pred_instances'])
 
 
+def test_test_tool_refuses_a_checkpoint_of_another_model(trained, toy_root, tmp_path):
+    # A Mask R-CNN checkpoint (no MaskIoU head) tested with the MS R-CNN config would score
+    # masks with a random head; mmengine alone only prints the missing keys.
+    ckpt = torch.load(osp.join(trained, 'epoch_2.pth'), map_location='cpu')
+    ckpt['state_dict'] = {k: v for k, v in ckpt['state_dict'].items()
+                          if not k.startswith('roi_head.mask_iou_head.')}
+    path = str(tmp_path / 'mask_rcnn.pth')
+    torch.save(ckpt, path)
+    proc = subprocess.run([PY, 'tools/test.py', TOY_CONFIG, path, '--data-root', toy_root,
+                           '--work-dir', str(tmp_path)],
+                          cwd=REPO_ROOT, capture_output=True, text=True)
+    assert proc.returncode != 0
+    assert f'CheckpointMismatchError: checkpoint {path} does not fit' in proc.stderr
+    assert 'roi_head.mask_iou_head.* (' in proc.stderr
+    assert 'Evaluating' not in proc.stdout + proc.stderr
+
+
 def test_test_tool_names_a_missing_checkpoint(toy_root, tmp_path):
     proc = subprocess.run([PY, 'tools/test.py', TOY_CONFIG, str(tmp_path / 'none.pth')],
                           cwd=REPO_ROOT, capture_output=True, text=True)

@@ -7,6 +7,7 @@ from mmengine.config import DictAction
 from mmengine.runner import Runner
 
 import ms_rcnn  # noqa: F401  registers modules and the safe checkpoint loader
+from ms_rcnn.engine import CheckpointFitHook
 from ms_rcnn.utils.config import load_config
 from mmdet.engine.hooks.utils import trigger_visualization_hook
 from mmdet.evaluation import DumpDetResults
@@ -43,10 +44,11 @@ def main(argv=None):
     cfg.load_from = args.checkpoint
     if args.show or args.show_dir:
         cfg = trigger_visualization_hook(cfg, args)
+    if args.out is not None and not args.out.endswith(('.pkl', '.pickle')):
+        raise SystemExit(f'--out must be a .pkl file, got {args.out}')
     runner = Runner.from_cfg(cfg)
+    runner.register_hook(CheckpointFitHook())
     if args.out is not None:
-        if not args.out.endswith(('.pkl', '.pickle')):
-            raise SystemExit(f'--out must be a .pkl file, got {args.out}')
         runner.test_evaluator.metrics.append(DumpDetResults(out_file_path=args.out))
     runner.test()
 

@@ -7,7 +7,7 @@ changes in mmengine.
 from .atomic_io import (AtomicHardDiskBackend, AtomicLocalBackend, atomic_write,
                         install_atomic_checkpoint_writes)
 from .cpu_distributed import enable_cpu_distributed
-from .hooks import (CheckFiniteLossHook, DumpRankWeightsHook, NonFiniteLossError, RNGStateHook,
+from .hooks import (CheckFiniteLossHook, CheckpointFitHook, DumpRankWeightsHook, NonFiniteLossError, RNGStateHook,
                     capture_rng_state, restore_rng_state)
 
 
@@ -19,7 +19,8 @@ def install_engine_patches() -> None:
 
 
 __all__ = [
-    'AtomicHardDiskBackend', 'AtomicLocalBackend', 'CheckFiniteLossHook', 'DumpRankWeightsHook',
+    'AtomicHardDiskBackend', 'AtomicLocalBackend', 'CheckFiniteLossHook', 'CheckpointFitHook',
+    'DumpRankWeightsHook',
     'NonFiniteLossError', 'RNGStateHook',
     'atomic_write', 'capture_rng_state', 'enable_cpu_distributed',
     'install_atomic_checkpoint_writes', 'install_engine_patches', 'restore_rng_state'

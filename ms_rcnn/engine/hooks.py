@@ -12,6 +12,7 @@ from mmengine.model import is_model_wrapper
 from mmengine.optim import AmpOptimWrapper
 
 from ..registry import HOOKS
+from ..utils.checkpoint import check_checkpoint_fits
 from .atomic_io import atomic_write
 
 
@@ -244,3 +245,18 @@ class CheckFiniteLossHook(Hook):
             f'{where}. Training stopped before this state could be checkpointed; resume from '
             'the last checkpoint with a lower learning rate or after checking these images '
             '(tools/check_dataset.py).')
+
+
+@HOOKS.register_module()
+class CheckpointFitHook(Hook):
+    """Refuse to test a checkpoint that does not fit the model (``tools/test.py`` adds it).
+
+    mmengine loads ``load_from`` non-strictly and only prints what did not match; this raises
+    :class:`ms_rcnn.utils.checkpoint.CheckpointMismatchError`, naming the file, before the
+    weights are loaded. Not for training, where ``load_from`` a checkpoint of another model
+    (fine-tuning) is expected to leave some parameters new.
+    """
+    priority = 'VERY_HIGH'
+
+    def after_load_checkpoint(self, runner, checkpoint: dict) -> None:
+        check_checkpoint_fits(runner.model, checkpoint, runner._load_from or 'the checkpoint')

@@ -16,12 +16,19 @@ and how to load a file the user trusts.
 import copyreg
 import os
 import pickle
-from typing import Any, List
+import re
+from collections import Counter
+from typing import Any, Dict, List, Mapping, Tuple
 
 import numpy as np
 import torch
-from mmengine.logging import HistoryBuffer
-from mmengine.runner.checkpoint import CheckpointLoader
+from mmengine.logging import HistoryBuffer, print_log
+from mmengine.model import is_model_wrapper
+from mmengine.runner.checkpoint import CheckpointLoader, _load_checkpoint
+from torch import nn
+
+#: How a file saved by ``torch.save`` begins: a zip archive (torch >= 1.6) or a pickle.
+CHECKPOINT_MAGIC = (b'PK\x03\x04', b'\x80')
 
 
 def _reduce_history_buffer(buffer: HistoryBuffer) -> tuple:
@@ -63,6 +70,24 @@ class UnsafeCheckpointError(pickle.UnpicklingError):
     """A checkpoint holds objects that are not allowlisted for safe loading."""
 
 
+class NotACheckpointError(ValueError):
+    """A file is not a (complete) checkpoint saved by ``torch.save``."""
+
+
+class CheckpointMismatchError(ValueError):
+    """A checkpoint lacks parameters of the model it is loaded into, or has other shapes."""
+
+
+def check_is_torch_file(filename: str) -> None:
+    """Refuse a file that ``torch.save`` did not write, by its first bytes."""
+    with open(filename, 'rb') as f:
+        head = f.read(4)
+    if not head.startswith(CHECKPOINT_MAGIC):
+        raise NotACheckpointError(
+            f'{filename} is not a PyTorch checkpoint (it starts with {head!r}, not with the '
+            f'zip or pickle header that torch.save writes)')
+
+
 def load_local_checkpoint(filename: str, map_location=None) -> Any:
     """Load a local checkpoint with ``weights_only=True``.
 
@@ -81,16 +106,29 @@ def load_local_checkpoint(filename: str, map_location=None) -> Any:
     filename = os.path.expanduser(filename)
     if not os.path.isfile(filename):
         raise FileNotFoundError(f'checkpoint {filename} does not exist')
+    check_is_torch_file(filename)
     try:
         return torch.load(filename, map_location=map_location, weights_only=True)
+    except RuntimeError as err:
+        if 'magic number' in str(err):
+            raise NotACheckpointError(
+                f'{filename} is not a PyTorch checkpoint (torch: {err})') from None
+        if 'zip archive' not in str(err) and 'corrupted' not in str(err):
+            raise
+        raise NotACheckpointError(
+            f'checkpoint {filename} is truncated or damaged (torch: '
+            f'{str(err).split(". ")[0]}); save or copy it again') from None
     except pickle.UnpicklingError as err:
         try:
             unsafe = torch.serialization.get_unsafe_globals_in_checkpoint(filename)
         except Exception:  # noqa: BLE001 - a broken file: report the original error
             unsafe = []
         if not unsafe:
+            # torch's message suggests weights_only=False; for a file we cannot even list the
+            # contents of, that is the wrong advice, so keep only what went wrong.
+            detail = re.sub(r'\s+', ' ', str(err).split('WeightsUnpickler error:')[-1]).strip()
             raise UnsafeCheckpointError(
-                f'checkpoint {filename} cannot be loaded safely: {err}') from err
+                f'checkpoint {filename} cannot be loaded safely: {detail}') from None
         names = ', '.join(unsafe)
         raise UnsafeCheckpointError(
             f'checkpoint {filename} holds types that are not allowed for safe loading '
@@ -98,3 +136,81 @@ def load_local_checkpoint(filename: str, map_location=None) -> Any:
             f'trust this file, allowlist exactly these types before loading it, e.g. '
             f'`torch.serialization.add_safe_globals([...])` with the objects named above, or '
             f're-save only its "state_dict" from a trusted environment.') from None
+
+
+def _groups(keys: List[str], depth: int = 2, most: int = 4) -> str:
+    """Keys summarised by the first ``depth`` parts of their module's name, with counts."""
+    counts = Counter('.'.join(k.rsplit('.', 1)[0].split('.')[:depth]) for k in keys)
+    parts = [f'{name}.* ({n})' for name, n in counts.most_common(most)]
+    if len(counts) > most:
+        parts.append(f'{len(counts) - most} more groups')
+    return ', '.join(parts)
+
+
+def state_dict_mismatch(model_state: Mapping[str, torch.Tensor],
+                        checkpoint_state: Mapping[str, torch.Tensor]
+                        ) -> Tuple[List[str], List[str], Dict[str, Tuple[tuple, tuple]]]:
+    """How a checkpoint's state dict differs from a model's.
+
+    Args:
+        model_state (Mapping): The model's ``state_dict()``.
+        checkpoint_state (Mapping): The checkpoint's state dict, keys without a ``module.``
+            prefix.
+
+    Returns:
+        tuple: Keys of the model missing from the checkpoint (BatchNorm's
+        ``num_batches_tracked`` aside), keys of the checkpoint the model does not have, and
+        ``{key: (checkpoint shape, model shape)}`` for keys whose shapes differ.
+    """
+    missing = [k for k in model_state
+               if k not in checkpoint_state and not k.endswith('num_batches_tracked')]
+    unexpected = [k for k in checkpoint_state if k not in model_state]
+    shapes = {
+        k: (tuple(checkpoint_state[k].shape), tuple(model_state[k].shape))
+        for k in model_state if k in checkpoint_state and hasattr(checkpoint_state[k], 'shape')
+        and tuple(checkpoint_state[k].shape) != tuple(model_state[k].shape)
+    }
+    return missing, unexpected, shapes
+
+
+def check_checkpoint_fits(model: nn.Module, checkpoint: Any, filename: str) -> None:
+    """Refuse a checkpoint that would leave parameters of ``model`` at their initial values.
+
+    mmengine loads checkpoints non-strictly and only prints what did not match, so a Mask R-CNN
+    checkpoint tested with an MS R-CNN config would score masks with a random MaskIoU head.
+    Keys the model does not use are only logged (a Mask R-CNN config may evaluate an
+    MS R-CNN checkpoint without its scoring head).
+
+    Args:
+        model (nn.Module): The model (a wrapper is unwrapped).
+        checkpoint: The loaded checkpoint (a dict with ``state_dict``, or a state dict), or
+            None to read ``filename``.
+        filename (str): The checkpoint's file, for the messages.
+
+    Raises:
+        CheckpointMismatchError: Parameters of the model are missing from the checkpoint, or
+            have other shapes there.
+    """
+    if checkpoint is None:
+        checkpoint = _load_checkpoint(filename, map_location='cpu')
+    if is_model_wrapper(model):
+        model = model.module
+    state = checkpoint.get('state_dict', checkpoint) if isinstance(checkpoint, dict) else {}
+    state = {re.sub(r'^module\.', '', k): v for k, v in state.items()}
+    missing, unexpected, shapes = state_dict_mismatch(model.state_dict(), state)
+    problems = []
+    if missing:
+        problems.append(f'it lacks {len(missing)} of the model\'s parameters and buffers: '
+                        f'{_groups(missing)}')
+    if shapes:
+        shown = '; '.join(f'{k}: {c} in the checkpoint, {m} in the model'
+                          for k, (c, m) in list(shapes.items())[:3])
+        problems.append(f'{len(shapes)} have other shapes ({shown})')
+    if problems:
+        raise CheckpointMismatchError(
+            f'checkpoint {filename} does not fit the config\'s model: {"; ".join(problems)}. '
+            f'Was it trained with another config (e.g. a model without the MaskIoU head, or '
+            f'another number of classes)?')
+    if unexpected:
+        print_log(f'checkpoint {filename}: {len(unexpected)} entries the model does not use '
+                  f'are ignored: {_groups(unexpected)}', logger='current', level=30)

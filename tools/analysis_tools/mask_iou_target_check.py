@@ -28,6 +28,7 @@ sys.path.insert(0, osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__)))))
 import ms_rcnn  # noqa: E402,F401
 from ms_rcnn.analysis import correlations  # noqa: E402
 from ms_rcnn.models.mask_iou_math import logit_threshold  # noqa: E402
+from ms_rcnn.utils.checkpoint import check_checkpoint_fits  # noqa: E402
 from ms_rcnn.utils.config import load_config  # noqa: E402
 
 
@@ -72,6 +73,7 @@ def collect(cfg, checkpoint: str, num_images: int, device: str) -> Dict[str, np.
     from mmengine.runner import Runner
 
     model = init_detector(cfg, checkpoint, device=device)
+    check_checkpoint_fits(model, None, checkpoint)
     model.train()  # the training path: train-time proposals, assigner and sampler
     head = model.roi_head.mask_iou_head
     logit_thr = logit_threshold(model.roi_head.train_cfg.get('mask_thr_binary', 0.5))
