@@ -1,5 +1,6 @@
 """COCO metric that evaluates boxes and masks by their own scores."""
-from typing import Sequence
+import numbers
+from typing import Dict, List, Optional, Sequence
 
 from mmdet.evaluation import CocoMetric
 
@@ -14,7 +15,27 @@ class MaskScoringCocoMetric(CocoMetric):
     the mask score (``pred_instances.scores``), as in the paper. Predictions without
     ``bbox_scores`` (e.g. a plain Mask R-CNN) are evaluated exactly as ``CocoMetric`` does.
     Takes the arguments of :class:`mmdet.evaluation.CocoMetric`.
+
+    The annotation file is checked when the metric is built (before training starts): an
+    annotation without the fields COCOeval reads is refused with an error naming the file,
+    instead of a ``KeyError`` inside pycocotools after the whole run.
     """
+
+    def __init__(self, ann_file: Optional[str] = None, **kwargs) -> None:
+        super().__init__(ann_file=ann_file, **kwargs)
+        if self._coco_api is not None:
+            needed = ['bbox', 'area', 'iscrowd']
+            if 'segm' in self.metrics:
+                needed.append('segmentation')
+            lacking = annotations_lacking(self._coco_api.dataset.get('annotations', []), needed)
+            if lacking:
+                details = '; '.join(
+                    f'{len(ids)} without {field!r} (ids {", ".join(map(str, ids[:5]))}'
+                    f'{", ..." if len(ids) > 5 else ""})' for field, ids in lacking.items())
+                raise ValueError(
+                    f'{ann_file}: COCO evaluation needs '
+                    f'{", ".join(needed)} in every annotation: {details}. Fix the file '
+                    f'(tools/check_dataset.py lists every problem; see docs/bad_data.md).')
 
     def process(self, data_batch: dict, data_samples: Sequence[dict]) -> None:
         """Store each image's results, with box and mask scores kept apart."""
@@ -25,3 +46,23 @@ class MaskScoringCocoMetric(CocoMetric):
             if 'bbox_scores' in pred:
                 result['mask_scores'] = result['scores']
                 result['scores'] = pred['bbox_scores'].detach().cpu().numpy()
+
+
+def annotations_lacking(annotations: List[dict], fields: Sequence[str]) -> Dict[str, list]:
+    """The ids of the annotations that lack each field (an ``area`` must be a number).
+
+    Args:
+        annotations (list[dict]): COCO annotations.
+        fields (Sequence[str]): Fields every annotation must have.
+
+    Returns:
+        dict: ``{field: [annotation ids]}`` for the fields some annotation lacks.
+    """
+    lacking: Dict[str, list] = {}
+    for ann in annotations:
+        for field in fields:
+            value = ann.get(field)
+            if value is None or (field == 'area' and (not isinstance(value, numbers.Number)
+                                                      or isinstance(value, bool))):
+                lacking.setdefault(field, []).append(ann.get('id'))
+    return lacking

@@ -1,0 +1,67 @@
+"""ms_rcnn.MaskScoringCocoMetric: its annotation check and its two score columns."""
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from ms_rcnn.evaluation import MaskScoringCocoMetric
+from ms_rcnn.evaluation.coco_metric import annotations_lacking
+
+
+def write_coco(path, drop=None):
+    """Two images, three annotations; ``drop`` = (annotation index, field) to remove."""
+    square = [[2.0, 2.0, 10.0, 2.0, 10.0, 10.0, 2.0, 10.0]]
+    anns = [dict(id=i + 1, image_id=1 + i % 2, category_id=1, bbox=[2.0, 2.0, 8.0, 8.0],
+                 area=64.0, iscrowd=0, segmentation=square) for i in range(3)]
+    if drop is not None:
+        del anns[drop[0]][drop[1]]
+    coco = dict(images=[dict(id=i, file_name=f'{i}.jpg', height=16, width=16) for i in (1, 2)],
+                annotations=anns, categories=[dict(id=1, name='balloon')])
+    path.write_text(json.dumps(coco))
+    return str(path)
+
+
+def test_a_complete_file_builds_through_the_registry(tmp_path):
+    from mmdet.registry import METRICS
+    metric = METRICS.build(dict(type='ms_rcnn.MaskScoringCocoMetric', metric=['bbox', 'segm'],
+                                ann_file=write_coco(tmp_path / 'val.json')))
+    assert isinstance(metric, MaskScoringCocoMetric) and len(metric._coco_api.anns) == 3
+
+
+@pytest.mark.parametrize('field', ['area', 'iscrowd', 'bbox', 'segmentation'])
+def test_annotations_lacking_a_field_are_refused_with_file_and_ids(tmp_path, field):
+    path = write_coco(tmp_path / 'instances_val.json', drop=(1, field))
+    with pytest.raises(ValueError) as info:
+        MaskScoringCocoMetric(ann_file=path, metric=['bbox', 'segm'])
+    message = str(info.value)
+    assert message.startswith(f'{path}: COCO evaluation needs')
+    assert f"1 without '{field}' (ids 2)" in message
+
+
+def test_box_only_evaluation_does_not_need_segmentations(tmp_path):
+    path = write_coco(tmp_path / 'boxes.json', drop=(0, 'segmentation'))
+    metric = MaskScoringCocoMetric(ann_file=path, metric='bbox')
+    assert len(metric._coco_api.anns) == 3
+    with pytest.raises(ValueError, match="without 'segmentation'"):
+        MaskScoringCocoMetric(ann_file=path, metric='segm')
+
+
+def test_area_must_be_a_number():
+    anns = [dict(id=1, area=3.5), dict(id=2, area='12'), dict(id=3, area=True), dict(id=4)]
+    assert annotations_lacking(anns, ['area']) == {'area': [2, 3, 4]}
+    assert annotations_lacking(anns[:1], ['area']) == {}
+
+
+def test_boxes_keep_the_classification_score_and_masks_the_mask_score(tmp_path):
+    metric = MaskScoringCocoMetric(ann_file=write_coco(tmp_path / 'val.json'),
+                                   metric=['bbox', 'segm'])
+    masks = torch.zeros(2, 16, 16, dtype=torch.bool)
+    masks[:, 2:10, 2:10] = True
+    sample = dict(img_id=1, ori_shape=(16, 16), pred_instances=dict(
+        bboxes=torch.tensor([[2.0, 2.0, 10.0, 10.0]] * 2), labels=torch.tensor([0, 0]),
+        scores=torch.tensor([0.3, 0.6]), bbox_scores=torch.tensor([0.9, 0.8]), masks=masks))
+    metric.process({}, [sample])
+    _, result = metric.results[0]
+    np.testing.assert_allclose(result['scores'], [0.9, 0.8])
+    np.testing.assert_allclose(result['mask_scores'], [0.3, 0.6])
