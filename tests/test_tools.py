@@ -188,6 +188,19 @@ def test_demo_end_to_end_on_tiny_data(tmp_path):
         assert line in out
 
 
+@pytest.mark.slow
+def test_demo_shortens_an_epoch_based_config(tmp_path):
+    from ms_rcnn.testing import make_toy_coco
+    root = str(tmp_path / 'data')
+    make_toy_coco(root, num_images=2, size=(96, 128), classes=('balloon', ))
+    out = run([PY, 'tools/demo.py', '--config', 'configs/small_data/ms-rcnn_r18_fpn_balloon.py',
+               '--data-root', root, '--max-iters', '2', '--work-dir', str(tmp_path / 'demo')])
+    with open(tmp_path / 'demo' / 'demo_summary.json') as f:
+        summary = json.load(f)
+    assert summary['checkpoint'].endswith('iter_2.pth') and osp.isfile(summary['checkpoint'])
+    assert 'Saving checkpoint at 2 iterations' in out and 'coco/segm_mAP' in out
+
+
 def test_mmdet_inference_api_loads_our_checkpoint(trained, toy_root):
     """mmdet's own init_detector/inference_detector: custom_imports brings in ms_rcnn."""
     from mmdet.apis import inference_detector, init_detector

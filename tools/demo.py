@@ -35,7 +35,8 @@ def parse_args(argv=None):
                         help='where everything is written')
     parser.add_argument('--cache-dir', default=osp.join(osp.expanduser('~'), '.cache', 'ms_rcnn'),
                         help='where downloaded data is kept')
-    parser.add_argument('--max-iters', type=int, help='override the training length')
+    parser.add_argument('--max-iters', type=int,
+                        help='train for this many iterations instead (any config)')
     parser.add_argument('--device', default='cpu', help='device for the analysis')
     return parser.parse_args(argv)
 
@@ -52,6 +53,25 @@ def last_val_metrics(scalars_file: str) -> dict:
     return metrics
 
 
+def shorten_training(cfg, max_iters: int) -> None:
+    """Train for ``max_iters`` iterations, evaluate and save once at the end.
+
+    Epoch-based configs become iteration-based: the loop, the checkpoint hook, the log and the
+    step schedule (its milestone moved to 80% of the run; warm-up kept to its first fifth).
+    """
+    if max_iters < 1:
+        raise SystemExit(f'--max-iters must be at least 1, got {max_iters}')
+    cfg.train_cfg = dict(type='IterBasedTrainLoop', max_iters=max_iters, val_interval=max_iters)
+    cfg.default_hooks.checkpoint.update(by_epoch=False, interval=max_iters)
+    cfg.log_processor = dict(cfg.get('log_processor', {}), by_epoch=False)
+    for scheduler in cfg.param_scheduler:
+        if scheduler.get('type') == 'MultiStepLR':
+            scheduler.update(by_epoch=False, begin=0, end=max_iters,
+                             milestones=[int(max_iters * 0.8)])
+        elif not scheduler.get('by_epoch', True):  # an iteration warm-up
+            scheduler.end = min(scheduler.get('end', max_iters), max(1, max_iters // 5))
+
+
 def main(argv=None):
     args = parse_args(argv)
     start = time.time()
@@ -63,13 +83,7 @@ def main(argv=None):
         make_nuclei_coco(data_root, args.cache_dir)
     cfg = load_config(args.config, data_root=data_root, work_dir=work_dir)
     if args.max_iters is not None:
-        cfg.train_cfg.max_iters = args.max_iters
-        cfg.train_cfg.val_interval = args.max_iters
-        cfg.default_hooks.checkpoint.interval = args.max_iters
-        for scheduler in cfg.param_scheduler:
-            if scheduler.get('type') == 'MultiStepLR':
-                scheduler.end = args.max_iters
-                scheduler.milestones = [int(args.max_iters * 0.8)]
+        shorten_training(cfg, args.max_iters)
     runner = Runner.from_cfg(cfg)
     runner.train()  # ends with the COCO bbox/segm evaluation of the val split
     with open(osp.join(work_dir, 'last_checkpoint')) as f:
