@@ -273,6 +273,33 @@ def test_rng_state_round_trips_through_a_safely_loaded_checkpoint(tmp_path):
     assert np.array_equal(np.random.rand(3), expected[1]) and random.random() == expected[2]
 
 
+@pytest.mark.parametrize('persistent, num_workers, warned', [
+    (True, 2, True), (False, 2, False), (True, 0, False)])
+def test_resume_warns_about_persistent_workers(persistent, num_workers, warned):
+    from types import SimpleNamespace
+    from unittest import mock
+
+    from ms_rcnn.engine import RNGStateHook
+    hook = RNGStateHook()
+    loader = SimpleNamespace(persistent_workers=persistent, num_workers=num_workers)
+    runner = SimpleNamespace(iter=4, hooks=[], logger=mock.Mock(),
+                             train_loop=SimpleNamespace(dataloader=loader))
+    hook.after_load_checkpoint(runner, dict(
+        rng_state=dict(world_size=1, ranks=[capture_rng_state()]), meta=dict(iter=4)))
+    hook.before_train(runner)
+    runner.logger.info.assert_called_once()  # restored
+    messages = [c.args[0] for c in runner.logger.warning.call_args_list]
+    assert any('persistent_workers' in m for m in messages) == warned
+
+
+def test_small_data_configs_resume_exactly():
+    from mmengine.config import Config
+    for name in ('ms-rcnn_r18_fpn_balloon.py', 'ms-rcnn_r18_fpn_coco-person.py'):
+        cfg = Config.fromfile(osp.join(REPO_ROOT, 'configs', 'small_data', name))
+        assert cfg.train_dataloader.persistent_workers is False, name
+        assert any(h.type == 'ms_rcnn.RNGStateHook' for h in cfg.custom_hooks), name
+
+
 # ------------------------------------------------------------------------------------------
 # training killed and resumed
 # ------------------------------------------------------------------------------------------

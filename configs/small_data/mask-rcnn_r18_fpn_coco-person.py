@@ -42,6 +42,8 @@ test_pipeline = [
 train_dataloader = dict(
     batch_size=2,
     num_workers=2,
+    # Workers restart each epoch, so --resume reproduces the uninterrupted run (RNGStateHook).
+    persistent_workers=False,
     # Checks the annotations and images as they load (docs/bad_data.md).
     dataset=dict(type='ms_rcnn.CheckedCocoDataset', data_root=data_root, metainfo=metainfo,
                  ann_file='annotations/instances_train.json',

@@ -140,6 +140,13 @@ class RNGStateHook(Hook):
             return
         restore_rng_state(saved['ranks'][get_rank()])
         runner.logger.info('RNGStateHook: restored the random generators of the checkpoint')
+        loader = getattr(runner.train_loop, 'dataloader', None)
+        if getattr(loader, 'persistent_workers', False) and getattr(loader, 'num_workers', 0):
+            runner.logger.warning(
+                'RNGStateHook: train_dataloader.persistent_workers is True: its workers keep '
+                'their own random generators across epochs, so data augmentation after this '
+                'resume differs from the uninterrupted run. Set '
+                'train_dataloader.persistent_workers=False for an exact resume.')
 
 
 @HOOKS.register_module()
