@@ -180,10 +180,15 @@ def test_torchrun_resume_restores_each_ranks_generators(dist_trained, dist_confi
 
 @pytest.mark.slow
 def test_torchrun_testing_gathers_predictions_of_both_ranks(dist_trained, toy_root, tmp_path):
+    # Through tools/dist_test.sh, run from another directory with paths relative to it.
     work_dir, _ = dist_trained
+    (tmp_path / 'my_config.py').write_text(f'_base_ = {TOY_CONFIG!r}\n')
+    env = dict(os.environ, PYTHON=PY, PORT=str(free_port()))
+    out = run(['bash', osp.join(REPO_ROOT, 'tools', 'dist_test.sh'), 'my_config.py',
+               osp.join(work_dir, 'epoch_3.pth'), str(NPROC), '--data-root', toy_root,
+               '--work-dir', 'wd', '--out', 'preds.pkl'], env=env, cwd=str(tmp_path))
     out_file = str(tmp_path / 'preds.pkl')
-    out = run(torchrun('tools/test.py', TOY_CONFIG, osp.join(work_dir, 'epoch_3.pth'),
-                       '--data-root', toy_root, '--work-dir', str(tmp_path), '--out', out_file))
+    assert (tmp_path / 'wd').is_dir()
     # each rank ran 2 of the 4 images (batch size 1); rank 0 dumped all 4
     assert f'Epoch(test) [{NUM_VAL_IMAGES // NPROC}/{NUM_VAL_IMAGES // NPROC}]' in out
     assert f'[{NUM_VAL_IMAGES}/{NUM_VAL_IMAGES}]' not in out
