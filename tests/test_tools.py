@@ -79,6 +79,15 @@ def test_test_tool_refuses_a_checkpoint_of_another_model(trained, toy_root, tmp_
     assert 'Evaluating' not in proc.stdout + proc.stderr
 
 
+@pytest.mark.skipif(torch.cuda.is_available(), reason='checks the refusal on a CPU-only machine')
+def test_train_refuses_amp_without_a_gpu_before_building_anything(toy_root, tmp_path):
+    proc = subprocess.run([PY, 'tools/train.py', TOY_CONFIG, '--data-root', toy_root,
+                           '--work-dir', str(tmp_path), '--amp'],
+                          cwd=REPO_ROOT, capture_output=True, text=True)
+    assert proc.returncode != 0 and '--amp needs a GPU' in proc.stderr
+    assert not os.listdir(tmp_path)  # no log, no dumped config
+
+
 def test_test_tool_names_a_missing_checkpoint(toy_root, tmp_path):
     proc = subprocess.run([PY, 'tools/test.py', TOY_CONFIG, str(tmp_path / 'none.pth')],
                           cwd=REPO_ROOT, capture_output=True, text=True)

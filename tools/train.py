@@ -1,10 +1,12 @@
 """Train a detector with ms_rcnn's modules registered (mmdet's tools/train.py interface)."""
 import argparse
 import os
+import sys
 
 from mmengine.config import Config, DictAction
+from mmengine.device import get_device
 from mmengine.registry import RUNNERS
-from mmengine.runner import Runner
+from mmengine.runner import Runner, find_latest_checkpoint
 
 import ms_rcnn  # noqa: F401  registers modules and the safe checkpoint loader
 from ms_rcnn.utils.config import load_config
@@ -37,6 +39,9 @@ def build_config(args) -> Config:
     cfg = load_config(args.config, args.cfg_options, args.data_root, args.work_dir,
                       args.launcher)
     if args.amp:
+        if get_device() == 'cpu':
+            raise SystemExit('--amp needs a GPU (mmengine\'s AmpOptimWrapper does not train on '
+                             'the CPU); train without it here')
         if cfg.optim_wrapper.get('type', 'OptimWrapper') != 'AmpOptimWrapper':
             cfg.optim_wrapper.type = 'AmpOptimWrapper'
             cfg.optim_wrapper.loss_scale = 'dynamic'
@@ -48,6 +53,9 @@ def build_config(args) -> Config:
     if args.resume == 'auto':
         cfg.resume = True
         cfg.load_from = None
+        if find_latest_checkpoint(cfg.work_dir) is None:
+            print(f'--resume: no checkpoint in {cfg.work_dir}; training starts from scratch',
+                  file=sys.stderr)
     elif args.resume is not None:
         cfg.resume = True
         cfg.load_from = args.resume
