@@ -301,6 +301,17 @@ def test_main_unreadable_annotation_file(tmp_path, capsys, content, says):
     assert says in err and str(path) in err and 'Traceback' not in err
 
 
+def test_main_missing_image_directory_is_one_error(tmp_path, capsys):
+    ann = {'images': [{'id': i, 'file_name': f'{i}.png', 'height': 8, 'width': 8}
+                      for i in range(5)], 'annotations': [],
+           'categories': [{'id': 1, 'name': 'a'}]}
+    missing = str(tmp_path / 'images' / 'val')
+    assert cd.main([write_json(tmp_path / 'a.json', ann), missing]) == 2
+    err = capsys.readouterr().err
+    assert err.strip() == f'error: image directory {missing} does not exist'
+    assert cd.main([write_json(tmp_path / 'a.json', ann), missing, '--skip-images']) == 0
+
+
 def test_main_json_not_an_object(tmp_path, capsys):
     assert cd.main([write_json(tmp_path / 'a.json', [1, 2]), str(tmp_path)]) == 1
     assert 'invalid_structure' in capsys.readouterr().out

@@ -180,6 +180,12 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     except DatasetInputError as exc:
         print(f'error: {exc}', file=sys.stderr)
         return 2
+    if not args.skip_images:
+        missing = sorted({d for _, d, _ in loaded if d is not None and not osp.isdir(d)})
+        if missing:
+            for img_dir in missing:
+                print(f'error: image directory {img_dir} does not exist', file=sys.stderr)
+            return 2
     reports, num_errors = [], 0
     for ann_file, img_dir, ann in loaded:
         problems = check_coco(ann, img_dir, check_images=not args.skip_images,
