@@ -88,6 +88,19 @@ def test_train_refuses_amp_without_a_gpu_before_building_anything(toy_root, tmp_
     assert not os.listdir(tmp_path)  # no log, no dumped config
 
 
+def test_resume_refuses_a_checkpoint_of_another_model(trained, toy_root, tmp_path):
+    ckpt = torch.load(osp.join(trained, 'epoch_2.pth'), map_location='cpu')
+    ckpt['state_dict'] = {k: v for k, v in ckpt['state_dict'].items()
+                          if not k.startswith('roi_head.mask_iou_head.')}
+    path = str(tmp_path / 'mask_rcnn.pth')
+    torch.save(ckpt, path)
+    proc = subprocess.run([PY, 'tools/train.py', TOY_CONFIG, '--data-root', toy_root,
+                           '--work-dir', str(tmp_path / 'wd'), '--resume', path],
+                          cwd=REPO_ROOT, capture_output=True, text=True)
+    assert proc.returncode != 0
+    assert f'CheckpointMismatchError: checkpoint {path} does not fit' in proc.stderr
+
+
 def test_test_tool_names_a_missing_checkpoint(toy_root, tmp_path):
     proc = subprocess.run([PY, 'tools/test.py', TOY_CONFIG, str(tmp_path / 'none.pth')],
                           cwd=REPO_ROOT, capture_output=True, text=True)

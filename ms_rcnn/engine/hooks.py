@@ -10,6 +10,7 @@ from mmengine.dist import all_gather_object, get_rank, get_world_size
 from mmengine.hooks import CheckpointHook, Hook
 from mmengine.model import is_model_wrapper
 from mmengine.optim import AmpOptimWrapper
+from mmengine.runner import find_latest_checkpoint
 
 from ..registry import HOOKS
 from ..utils.checkpoint import check_checkpoint_fits
@@ -256,14 +257,16 @@ class CheckFiniteLossHook(Hook):
 
 @HOOKS.register_module()
 class CheckpointFitHook(Hook):
-    """Refuse to test a checkpoint that does not fit the model (``tools/test.py`` adds it).
+    """Refuse to test or resume a checkpoint that does not fit the model.
 
-    mmengine loads ``load_from`` non-strictly and only prints what did not match; this raises
+    mmengine loads checkpoints non-strictly and only prints what did not match; this raises
     :class:`ms_rcnn.utils.checkpoint.CheckpointMismatchError`, naming the file, before the
-    weights are loaded. Not for training, where ``load_from`` a checkpoint of another model
-    (fine-tuning) is expected to leave some parameters new.
+    weights are loaded. ``tools/test.py`` adds it, and ``tools/train.py`` when resuming; not
+    for ``load_from`` in training, where a checkpoint of another model (fine-tuning) is
+    expected to leave some parameters new.
     """
     priority = 'VERY_HIGH'
 
     def after_load_checkpoint(self, runner, checkpoint: dict) -> None:
-        check_checkpoint_fits(runner.model, checkpoint, runner._load_from or 'the checkpoint')
+        filename = runner._load_from or find_latest_checkpoint(runner.work_dir)
+        check_checkpoint_fits(runner.model, checkpoint, filename or 'the checkpoint')
