@@ -66,14 +66,17 @@ def train_cmd(config, data_root, work_dir, *extra):
             *extra, *TRAIN_OPTIONS]
 
 
-def run_until(cmd, marker, action, timeout=900):
+def run_until(cmd, marker, action, timeout=900, new_session=False):
     """Run ``cmd``, call ``action(proc)`` when a line of its output contains ``marker``.
+
+    ``new_session`` starts it in a process group of its own (``os.killpg(proc.pid, ...)``
+    then reaches its data-loader workers too).
 
     Returns (return code, whole output).
     """
     env = dict(ENV, PYTHONUNBUFFERED='1')
     proc = subprocess.Popen(cmd, cwd=REPO_ROOT, env=env, stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True)
+                            stderr=subprocess.STDOUT, text=True, start_new_session=new_session)
     watchdog = threading.Timer(timeout, proc.kill)
     watchdog.start()
     lines, fired = [], False
@@ -353,6 +356,38 @@ def test_sigkill_mid_epoch_then_resume_gives_bit_identical_weights(
 
 
 @pytest.mark.slow
+def test_resume_is_exact_with_workers_and_random_augmentation(data8, tmp_path):
+    # Two non-persistent workers seeded from torch (as the small_data configs do), random
+    # flips and resizes: the resumed run still ends with the uninterrupted run's weights.
+    config = tmp_path / 'toy_workers.py'
+    config.write_text(
+        f"_base_ = {TOY_CONFIG!r}\n"
+        "custom_hooks = [dict(type='ms_rcnn.RNGStateHook')]\n"
+        "train_dataloader = dict(num_workers=2, persistent_workers=False,\n"
+        "    worker_init_fn=dict(type='ms_rcnn.seed_worker_from_torch'),\n"
+        "    sampler=dict(type='DefaultSampler', shuffle=True),\n"
+        "    dataset=dict(pipeline=[dict(type='LoadImageFromFile'),\n"
+        "        dict(type='LoadAnnotations', with_bbox=True, with_mask=True),\n"
+        "        dict(type='RandomResize', scale=(128, 96), ratio_range=(0.7, 1.3),\n"
+        "             keep_ratio=True),\n"
+        "        dict(type='RandomFlip', prob=0.5), dict(type='PackDetInputs')]))\n")
+    straight = str(tmp_path / 'straight')
+    run(train_cmd(str(config), data8, straight))
+    work_dir = str(tmp_path / 'killed')
+    # The whole job is killed, as a scheduler does: workers of a lone killed main process can
+    # block forever on a full queue to it (torch's behaviour), holding the output pipe open.
+    returncode, _ = run_until(train_cmd(str(config), data8, work_dir),
+                              f'Epoch(train) [2][1/{ITERS_PER_EPOCH}]',
+                              lambda proc: os.killpg(proc.pid, signal.SIGKILL), new_session=True)
+    assert returncode == -signal.SIGKILL
+    out = run(train_cmd(str(config), data8, work_dir, '--resume'))
+    assert 'RNGStateHook: restored the random generators' in out
+    assert 'persistent_workers is True' not in out  # no warning
+    assert_same_training_state(osp.join(work_dir, f'epoch_{EPOCHS}.pth'),
+                               osp.join(straight, f'epoch_{EPOCHS}.pth'))
+
+
+@pytest.mark.slow
 @pytest.mark.skipif(not hasattr(resource, 'prlimit'), reason='needs Linux prlimit')
 def test_crash_while_writing_a_checkpoint_then_resume(uninterrupted, resumable_config, data8,
                                                       tmp_path):
@@ -435,3 +470,55 @@ def test_checkpoint_hook_saves_before_it_prunes(tmp_path):
         hook._save_checkpoint_with_step(runner, 3, meta={})
     assert sorted(os.listdir(work_dir)) == ['epoch_2.pth', 'last_checkpoint']
     assert pointer(work_dir) == osp.join(work_dir, 'epoch_2.pth')
+
+
+# ------------------------------------------------------------------------------------------
+# data-loader worker seeds
+# ------------------------------------------------------------------------------------------
+
+class RandomDraws(torch.utils.data.Dataset):
+    """Each item is what an augmentation would draw: numpy, random and torch numbers."""
+
+    def __len__(self):
+        return 4
+
+    def __getitem__(self, index):
+        return (np.random.randint(1 << 30), random.randrange(1 << 30),
+                int(torch.randint(1 << 30, ())))
+
+
+def epochs_of_draws(worker_init_fn, num_epochs=2):
+    from mmengine.runner import Runner
+    loader_cfg = dict(dataset=RandomDraws(), batch_size=1, num_workers=2,
+                      persistent_workers=False, sampler=dict(type='DefaultSampler',
+                                                             shuffle=False))
+    if worker_init_fn is not None:
+        loader_cfg['worker_init_fn'] = dict(type=worker_init_fn)
+    loader = Runner.build_dataloader(loader_cfg, seed=0)
+    # pseudo_collate turns a batch of one (a, b, c) into ([a], [b], [c])
+    return [[tuple(field[0] for field in batch) for batch in loader] for _ in range(num_epochs)]
+
+
+def test_worker_seeds_change_every_epoch_and_follow_the_main_generator():
+    torch.manual_seed(5)
+    first, second = epochs_of_draws('ms_rcnn.seed_worker_from_torch')
+    assert first != second
+    assert len({draw for draw in first}) == 4
+    torch.manual_seed(5)  # what RNGStateHook restores on resume
+    assert epochs_of_draws('ms_rcnn.seed_worker_from_torch') == [first, second]
+
+
+def test_mmengines_default_worker_seeds_repeat_every_epoch():
+    # Why the small_data configs set seed_worker_from_torch with non-persistent workers.
+    first, second = epochs_of_draws(None)
+    assert first == second
+
+
+def test_small_data_configs_seed_workers_from_torch():
+    from mmengine.config import Config
+    for name in ('ms-rcnn_r18_fpn_balloon.py', 'ms-rcnn_r18_fpn_coco-person.py',
+                 'ms-rcnn_r18_fpn_nuclei-demo.py'):
+        cfg = Config.fromfile(osp.join(REPO_ROOT, 'configs', 'small_data', name))
+        loader = cfg.train_dataloader
+        assert loader.worker_init_fn.type == 'ms_rcnn.seed_worker_from_torch', name
+        assert loader.persistent_workers is False, name

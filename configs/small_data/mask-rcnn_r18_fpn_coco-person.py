@@ -42,8 +42,10 @@ test_pipeline = [
 train_dataloader = dict(
     batch_size=2,
     num_workers=2,
-    # Workers restart each epoch, so --resume reproduces the uninterrupted run (RNGStateHook).
+    # Workers restart each epoch, so --resume reproduces the uninterrupted run (RNGStateHook);
+    # their seeds come from torch's per-epoch seed, not a fixed one that every epoch would repeat.
     persistent_workers=False,
+    worker_init_fn=dict(type='ms_rcnn.seed_worker_from_torch'),
     # Checks the annotations and images as they load (docs/bad_data.md).
     dataset=dict(type='ms_rcnn.CheckedCocoDataset', data_root=data_root, metainfo=metainfo,
                  ann_file='annotations/instances_train.json',

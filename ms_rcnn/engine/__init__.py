@@ -7,8 +7,9 @@ changes in mmengine.
 from .atomic_io import (AtomicHardDiskBackend, AtomicLocalBackend, atomic_write,
                         install_atomic_checkpoint_writes)
 from .cpu_distributed import enable_cpu_distributed
-from .hooks import (CheckFiniteLossHook, CheckpointFitHook, DumpRankWeightsHook, NonFiniteLossError, RNGStateHook,
-                    capture_rng_state, restore_rng_state)
+from .hooks import (CheckFiniteLossHook, CheckpointFitHook, DumpRankWeightsHook,
+                    NonFiniteLossError, RNGStateHook, capture_rng_state, restore_rng_state)
+from .worker_seed import seed_worker_from_torch
 
 
 def install_engine_patches() -> None:
@@ -23,5 +24,6 @@ __all__ = [
     'DumpRankWeightsHook',
     'NonFiniteLossError', 'RNGStateHook',
     'atomic_write', 'capture_rng_state', 'enable_cpu_distributed',
-    'install_atomic_checkpoint_writes', 'install_engine_patches', 'restore_rng_state'
+    'install_atomic_checkpoint_writes', 'install_engine_patches', 'restore_rng_state',
+    'seed_worker_from_torch'
 ]
