@@ -34,6 +34,17 @@ def test_data_root_flag_wins_over_cfg_options(tmp_path):
     cfg = load_config(BALLOON, cfg_options={'data_root': str(tmp_path / 'a')},
                       data_root=str(tmp_path / 'b'))
     assert data_paths(cfg)[0] == [str(tmp_path / 'b')] * 3
+    assert cfg.data_root == str(tmp_path / 'b')
+
+
+def test_other_overrides_given_with_the_data_root_still_win(tmp_path):
+    root = str(tmp_path) + '/'
+    cfg = load_config(BALLOON, cfg_options={
+        'data_root': root, 'val_evaluator.ann_file': root + 'annotations/custom_val.json',
+        'test_dataloader.dataset.data_root': '/elsewhere/'})
+    assert cfg.val_evaluator.ann_file == root + 'annotations/custom_val.json'
+    assert cfg.test_dataloader.dataset.data_root == '/elsewhere/'
+    assert cfg.train_dataloader.dataset.data_root == root
 
 
 def test_missing_data_root_from_cfg_options_is_named(tmp_path):

@@ -211,6 +211,19 @@ def test_class_agnostic_mask_head(model_cfg):
     assert len(results[0].pred_instances.mask_ious) > 0
 
 
+def test_shared_head_models_are_not_checked_against_the_extractor():
+    # C4: the MaskIoU head sees the shared head's output (2048 channels, 8x8 from 16x16 RoIs),
+    # not the extractor's; the build-time check must not refuse it.
+    cfg = Config.fromfile(osp.join(osp.dirname(mmdet.__file__), '.mim', 'configs', '_base_',
+                                   'models', 'mask-rcnn_r50-caffe-c4.py')).model
+    cfg.roi_head.type = 'ms_rcnn.MaskScoringRoIHead'
+    cfg.roi_head.bbox_roi_extractor.roi_layer.output_size = 16
+    cfg.roi_head.mask_iou_head = dict(type='ms_rcnn.MaskIoUHead', roi_feat_size=8,
+                                      in_channels=2048, num_classes=80)
+    model = MMDET_MODELS.build(cfg)  # no init_weights: it would fetch pretrained weights
+    assert model.roi_head.with_shared_head and model.roi_head.mask_iou_head.in_channels == 2048
+
+
 @pytest.mark.parametrize('field, value, message', [
     ('roi_feat_size', 7, r'mask_iou_head.roi_feat_size is \(7, 7\) but .* \(14, 14\)'),
     ('in_channels', 64, r'mask_iou_head.in_channels is 64 but .* 256 channels'),

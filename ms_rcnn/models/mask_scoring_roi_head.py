@@ -75,7 +75,10 @@ class MaskScoringRoIHead(StandardRoIHead):
 
     def _check_mask_feature_shape(self) -> None:
         """The MaskIoU head must expect the mask branch's RoI features, checked at build time
-        rather than as a shape error in its first FC layer."""
+        rather than as a shape error in its first FC layer. With a shared head (C4 models) the
+        features are the shared head's output, whose shape is only known when it runs."""
+        if self.with_shared_head:
+            return
         extractor = self.bbox_roi_extractor if self.share_roi_extractor \
             else self.mask_roi_extractor
         head = self.mask_iou_head

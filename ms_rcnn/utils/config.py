@@ -56,7 +56,8 @@ def load_config(path: str, cfg_options: Optional[dict] = None, data_root: Option
         cfg_options (dict, optional): ``--cfg-options`` overrides.
         data_root (str, optional): ``--data-root`` (see :func:`set_data_root`). Without it, a
             ``data_root`` in ``cfg_options`` is applied the same way, since merging it alone
-            would not reach the paths the config computed from it.
+            would not reach the paths the config computed from it. The data root is applied
+            first, so other ``cfg_options`` (e.g. one evaluator's ``ann_file``) still win.
         work_dir (str, optional): ``--work-dir``; defaults to ``./work_dirs/<config name>``
             unless the config sets one.
         launcher (str): ``--launcher``.
@@ -68,12 +69,14 @@ def load_config(path: str, cfg_options: Optional[dict] = None, data_root: Option
         raise FileNotFoundError(f'config {path} does not exist')
     cfg = Config.fromfile(path)
     cfg.launcher = launcher
-    if cfg_options:
-        cfg.merge_from_dict(cfg_options)
-        if data_root is None and 'data_root' in cfg_options:
-            data_root = cfg_options['data_root']
+    if data_root is None and cfg_options and 'data_root' in cfg_options:
+        data_root = cfg_options['data_root']
     if data_root is not None:
         set_data_root(cfg, data_root)
+    if cfg_options:
+        cfg.merge_from_dict(cfg_options)
+        if data_root is not None:
+            cfg.data_root = data_root  # --data-root wins over a data_root in cfg_options
     if work_dir is not None:
         cfg.work_dir = work_dir
     elif cfg.get('work_dir', None) is None:
