@@ -14,7 +14,7 @@ from ms_rcnn.testing import REPO_ROOT
 from ms_rcnn.utils import compat
 from ms_rcnn.utils.checkpoint import (CheckpointMismatchError, NotACheckpointError,
                                      UnsafeCheckpointError, check_checkpoint_fits,
-                                     load_local_checkpoint, state_dict_mismatch)
+                                     load_local_checkpoint, shape_mismatches)
 
 
 class TestVersionCheck:
@@ -166,12 +166,28 @@ class TestCheckpointFit:
     def test_extra_entries_are_only_reported(self):
         model = self.model()
         state = dict(model.state_dict(), **{'mask_iou_head.fc.weight': torch.zeros(1)})
-        missing, unexpected, shapes = state_dict_mismatch(model.state_dict(), state)
-        assert (missing, unexpected, shapes) == ([], ['mask_iou_head.fc.weight'], {})
+        assert shape_mismatches(model.state_dict(), state) == {}
         check_checkpoint_fits(model, state, 'c.pth')
 
-    def test_local_loader_is_registered(self):
-        assert CheckpointLoader._get_checkpoint_loader('/some/file.pth') is load_local_checkpoint
+    def test_allowed_gaps_pass(self):
+        model = self.model()
+        state = {k: v for k, v in model.state_dict().items() if not k.startswith('1.')}
+        check_checkpoint_fits(model, state, 'd.pth', may_lack=('1.', ))
+
+    def test_keys_a_module_renames_while_loading_count_as_present(self):
+        # Like mmdet's heads that accept their old parameter names (FCOS's fcos_cls, ...).
+        class Renaming(torch.nn.Linear):
+            def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+                for name in ('weight', 'bias'):
+                    if prefix + 'old_' + name in state_dict:
+                        state_dict[prefix + name] = state_dict.pop(prefix + 'old_' + name)
+                super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+
+        torch.manual_seed(0)
+        model = torch.nn.Sequential(Renaming(4, 3))
+        old = {'0.old_weight': torch.ones(3, 4), '0.old_bias': torch.zeros(3)}
+        check_checkpoint_fits(model, {'state_dict': old}, 'old.pth')
+        assert torch.equal(model[0].weight, torch.ones(3, 4))
 
 
 ROOT = pathlib.Path(REPO_ROOT)

@@ -17,8 +17,8 @@ import copyreg
 import os
 import pickle
 import re
-from collections import Counter
-from typing import Any, Dict, List, Mapping, Tuple
+from collections import Counter, OrderedDict
+from typing import Any, Dict, List, Mapping, Sequence, Tuple
 
 import numpy as np
 import torch
@@ -147,45 +147,41 @@ def _groups(keys: List[str], depth: int = 2, most: int = 4) -> str:
     return ', '.join(parts)
 
 
-def state_dict_mismatch(model_state: Mapping[str, torch.Tensor],
-                        checkpoint_state: Mapping[str, torch.Tensor]
-                        ) -> Tuple[List[str], List[str], Dict[str, Tuple[tuple, tuple]]]:
-    """How a checkpoint's state dict differs from a model's.
+def shape_mismatches(model_state: Mapping[str, torch.Tensor],
+                     checkpoint_state: Mapping[str, torch.Tensor]) -> Dict[str, Tuple[tuple, tuple]]:
+    """Entries whose shapes differ between a checkpoint's state dict and a model's.
 
     Args:
         model_state (Mapping): The model's ``state_dict()``.
-        checkpoint_state (Mapping): The checkpoint's state dict, keys without a ``module.``
-            prefix.
+        checkpoint_state (Mapping): The checkpoint's state dict, keys without ``module.``.
 
     Returns:
-        tuple: Keys of the model missing from the checkpoint (BatchNorm's
-        ``num_batches_tracked`` aside), keys of the checkpoint the model does not have, and
-        ``{key: (checkpoint shape, model shape)}`` for keys whose shapes differ.
+        dict: ``{key: (checkpoint shape, model shape)}``.
     """
-    missing = [k for k in model_state
-               if k not in checkpoint_state and not k.endswith('num_batches_tracked')]
-    unexpected = [k for k in checkpoint_state if k not in model_state]
-    shapes = {
+    return {
         k: (tuple(checkpoint_state[k].shape), tuple(model_state[k].shape))
         for k in model_state if k in checkpoint_state and hasattr(checkpoint_state[k], 'shape')
         and tuple(checkpoint_state[k].shape) != tuple(model_state[k].shape)
     }
-    return missing, unexpected, shapes
 
 
-def check_checkpoint_fits(model: nn.Module, checkpoint: Any, filename: str) -> None:
+def check_checkpoint_fits(model: nn.Module, checkpoint: Any, filename: str,
+                          may_lack: Sequence[str] = ()) -> None:
     """Refuse a checkpoint that would leave parameters of ``model`` at their initial values.
 
     mmengine loads checkpoints non-strictly and only prints what did not match, so a Mask R-CNN
     checkpoint tested with an MS R-CNN config would score masks with a random MaskIoU head.
-    Keys the model does not use are only logged (a Mask R-CNN config may evaluate an
-    MS R-CNN checkpoint without its scoring head).
+    This loads the checkpoint into the model with torch's non-strict ``load_state_dict``
+    (leaving out entries of other shapes), so that modules which rename old keys while loading
+    are judged as mmengine will load them, right after. Entries the model does not use are only
+    logged (a Mask R-CNN config may evaluate an MS R-CNN checkpoint without its scoring head).
 
     Args:
         model (nn.Module): The model (a wrapper is unwrapped).
         checkpoint: The loaded checkpoint (a dict with ``state_dict``, or a state dict), or
             None to read ``filename``.
         filename (str): The checkpoint's file, for the messages.
+        may_lack (Sequence[str]): Prefixes of keys the checkpoint may lack.
 
     Raises:
         CheckpointMismatchError: Parameters of the model are missing from the checkpoint, or
@@ -195,10 +191,20 @@ def check_checkpoint_fits(model: nn.Module, checkpoint: Any, filename: str) -> N
         checkpoint = _load_checkpoint(filename, map_location='cpu')
     if is_model_wrapper(model):
         model = model.module
-    state = checkpoint.get('state_dict', checkpoint) if isinstance(checkpoint, dict) else {}
-    state = {re.sub(r'^module\.', '', k): v for k, v in state.items()}
-    missing, unexpected, shapes = state_dict_mismatch(model.state_dict(), state)
+    source = checkpoint.get('state_dict', checkpoint) if isinstance(checkpoint, dict) else {}
+    state = OrderedDict((re.sub(r'^module\.', '', k), v) for k, v in source.items())
+    shapes = shape_mismatches(model.state_dict(), state)
+    loadable = OrderedDict((k, v) for k, v in state.items() if k not in shapes)
+    loadable._metadata = getattr(source, '_metadata', OrderedDict())  # versions, for renames
     problems = []
+    try:
+        result = model.load_state_dict(loadable, strict=False)
+    except RuntimeError as err:  # a size mismatch behind a key a module renamed
+        problems.append(str(err).replace('\n', ' '))
+        result = None
+    missing = [] if result is None else [
+        k for k in result.missing_keys
+        if not k.endswith('num_batches_tracked') and not k.startswith(tuple(may_lack))]
     if missing:
         problems.append(f'it lacks {len(missing)} of the model\'s parameters and buffers: '
                         f'{_groups(missing)}')
@@ -211,6 +217,7 @@ def check_checkpoint_fits(model: nn.Module, checkpoint: Any, filename: str) -> N
             f'checkpoint {filename} does not fit the config\'s model: {"; ".join(problems)}. '
             f'Was it trained with another config (e.g. a model without the MaskIoU head, or '
             f'another number of classes)?')
-    if unexpected:
-        print_log(f'checkpoint {filename}: {len(unexpected)} entries the model does not use '
-                  f'are ignored: {_groups(unexpected)}', logger='current', level=30)
+    if result is not None and result.unexpected_keys:
+        print_log(f'checkpoint {filename}: {len(result.unexpected_keys)} entries the model does '
+                  f'not use are ignored: {_groups(result.unexpected_keys)}', logger='current',
+                  level=30)
