@@ -39,6 +39,16 @@ def test_annotations_lacking_a_field_are_refused_with_file_and_ids(tmp_path, fie
     assert f"1 without '{field}' (ids 2)" in message
 
 
+def test_format_only_and_mask_only_evaluation_need_less(tmp_path):
+    path = write_coco(tmp_path / 'no_area.json', drop=(0, 'area'))
+    MaskScoringCocoMetric(ann_file=path, metric='bbox', format_only=True,
+                          outfile_prefix=str(tmp_path / 'out'))
+    path = write_coco(tmp_path / 'no_bbox.json', drop=(0, 'bbox'))
+    MaskScoringCocoMetric(ann_file=path, metric='segm')
+    with pytest.raises(ValueError, match="without 'bbox'"):
+        MaskScoringCocoMetric(path, metric='bbox')  # ann_file given by position
+
+
 def test_box_only_evaluation_does_not_need_segmentations(tmp_path):
     path = write_coco(tmp_path / 'boxes.json', drop=(0, 'segmentation'))
     metric = MaskScoringCocoMetric(ann_file=path, metric='bbox')

@@ -172,3 +172,4 @@ def test_host_does_not_wait_for_queued_cuda_work(mask_type):
     training_and_scoring(make_inputs(device, mask_type))  # warm-up
     batches = [make_inputs(device, mask_type) for _ in range(2)]
     assert not host_waits_for_device(lambda: training_and_scoring(batches.pop()), device)
+

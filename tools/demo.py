@@ -67,7 +67,7 @@ def shorten_training(cfg, max_iters: int) -> None:
     for scheduler in cfg.param_scheduler:
         if scheduler.get('type') == 'MultiStepLR':
             scheduler.update(by_epoch=False, begin=0, end=max_iters,
-                             milestones=[int(max_iters * 0.8)])
+                             milestones=[max(1, int(max_iters * 0.8))])
         elif not scheduler.get('by_epoch', True):  # an iteration warm-up
             scheduler.end = min(scheduler.get('end', max_iters), max(1, max_iters // 5))
 

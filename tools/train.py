@@ -40,9 +40,9 @@ def build_config(args) -> Config:
     cfg = load_config(args.config, args.cfg_options, args.data_root, args.work_dir,
                       args.launcher)
     if args.amp:
-        if get_device() == 'cpu':
-            raise SystemExit('--amp needs a GPU (mmengine\'s AmpOptimWrapper does not train on '
-                             'the CPU); train without it here')
+        if get_device() not in ('cuda', 'npu', 'mlu', 'musa'):  # as AmpOptimWrapper asks
+            raise SystemExit(f'--amp needs a GPU (mmengine\'s AmpOptimWrapper does not train on '
+                             f'{get_device()}); train without it here')
         if cfg.optim_wrapper.get('type', 'OptimWrapper') != 'AmpOptimWrapper':
             cfg.optim_wrapper.type = 'AmpOptimWrapper'
             cfg.optim_wrapper.loss_scale = 'dynamic'

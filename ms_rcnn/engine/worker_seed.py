@@ -19,7 +19,8 @@ def seed_worker_from_torch(worker_id: int) -> None:
     from the seed, and restored with the generators by ``ms_rcnn.RNGStateHook`` on resume.
     This function hands that seed to numpy and ``random`` too.
 
-    Use it as ``train_dataloader = dict(worker_init_fn=dict(type='ms_rcnn.seed_worker_from_torch'))``.
+    Use it as ``train_dataloader = dict(
+    worker_init_fn=dict(type='ms_rcnn.seed_worker_from_torch'))``.
 
     Args:
         worker_id (int): The worker's index (torch already folded it into its seed).

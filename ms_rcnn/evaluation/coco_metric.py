@@ -1,6 +1,6 @@
 """COCO metric that evaluates boxes and masks by their own scores."""
 import numbers
-from typing import Dict, List, Optional, Sequence
+from typing import Dict, List, Sequence
 
 from mmdet.evaluation import CocoMetric
 
@@ -21,10 +21,13 @@ class MaskScoringCocoMetric(CocoMetric):
     instead of a ``KeyError`` inside pycocotools after the whole run.
     """
 
-    def __init__(self, ann_file: Optional[str] = None, **kwargs) -> None:
-        super().__init__(ann_file=ann_file, **kwargs)
-        if self._coco_api is not None:
-            needed = ['bbox', 'area', 'iscrowd']
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        ann_file = kwargs.get('ann_file', args[0] if args else None)
+        if self._coco_api is not None and not self.format_only:
+            needed = ['area', 'iscrowd']
+            if {'bbox', 'proposal', 'proposal_fast'} & set(self.metrics):
+                needed.append('bbox')
             if 'segm' in self.metrics:
                 needed.append('segmentation')
             lacking = annotations_lacking(self._coco_api.dataset.get('annotations', []), needed)

@@ -27,8 +27,9 @@ from torch import Tensor
 MAX_INT32_PIXELS = (2**31 - 1) // 255
 
 #: Most summed-area table entries (instances x pixels) that :func:`bitmap_area_ratios` builds at
-#: once: 2**26 int32 entries are 256 MiB, so an image with many instances (90 at 1333 x 800
-#: would need 367 MiB of tables at once) takes several passes.
+#: once: 2**26 int32 entries are 256 MiB (int64, for images over 8.4 Mpx: 512 MiB), so an
+#: image with many instances (90 at 1333 x 800 would need 367 MiB of tables at once) takes
+#: several passes.
 MAX_TABLE_ENTRIES = 2**26
 
 

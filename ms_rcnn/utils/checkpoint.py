@@ -109,6 +109,9 @@ def load_local_checkpoint(filename: str, map_location=None) -> Any:
     check_is_torch_file(filename)
     try:
         return torch.load(filename, map_location=map_location, weights_only=True)
+    except OSError as err:  # torch's zip reader on a short truncated file
+        raise NotACheckpointError(
+            f'checkpoint {filename} cannot be read ({err}); it may be truncated') from None
     except RuntimeError as err:
         if 'magic number' in str(err):
             raise NotACheckpointError(
@@ -127,8 +130,11 @@ def load_local_checkpoint(filename: str, map_location=None) -> Any:
             # torch's message suggests weights_only=False; for a file we cannot even list the
             # contents of, that is the wrong advice, so keep only what went wrong.
             detail = re.sub(r'\s+', ' ', str(err).split('WeightsUnpickler error:')[-1]).strip()
-            raise UnsafeCheckpointError(
-                f'checkpoint {filename} cannot be loaded safely: {detail}') from None
+            with open(filename, 'rb') as f:
+                zipped = f.read(4) == CHECKPOINT_MAGIC[0]
+            what = 'cannot be loaded safely' if zipped else \
+                'is not a PyTorch checkpoint, or an old-format one that is damaged'
+            raise UnsafeCheckpointError(f'checkpoint {filename} {what}: {detail}') from None
         names = ', '.join(unsafe)
         raise UnsafeCheckpointError(
             f'checkpoint {filename} holds types that are not allowed for safe loading '
@@ -148,7 +154,8 @@ def _groups(keys: List[str], depth: int = 2, most: int = 4) -> str:
 
 
 def shape_mismatches(model_state: Mapping[str, torch.Tensor],
-                     checkpoint_state: Mapping[str, torch.Tensor]) -> Dict[str, Tuple[tuple, tuple]]:
+                     checkpoint_state: Mapping[str, torch.Tensor]
+                     ) -> Dict[str, Tuple[tuple, tuple]]:
     """Entries whose shapes differ between a checkpoint's state dict and a model's.
 
     Args:
