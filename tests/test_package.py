@@ -110,10 +110,22 @@ class TestSafeCheckpoints:
         with pytest.raises(NotACheckpointError, match=f"{path} is not a PyTorch checkpoint"):
             load_local_checkpoint(str(path))
 
-    def test_a_plain_pickle_is_named(self, tmp_path):
+    @pytest.mark.filterwarnings('ignore:Detected pickle protocol')
+    @pytest.mark.parametrize('protocol', [2, pickle.DEFAULT_PROTOCOL])
+    def test_a_plain_pickle_is_named(self, tmp_path, protocol):
         path = tmp_path / 'odd.pkl'
-        path.write_bytes(pickle.dumps({'a': 1}, protocol=2))
-        with pytest.raises(NotACheckpointError, match=f'{path} is not a PyTorch checkpoint'):
+        path.write_bytes(pickle.dumps({'a': 1}, protocol=protocol))
+        with pytest.raises((NotACheckpointError, UnsafeCheckpointError),
+                           match=f'{path} is not a PyTorch checkpoint'):
+            load_local_checkpoint(str(path))
+
+    @pytest.mark.parametrize('keep', [0.3, 0.9])
+    def test_a_small_truncated_checkpoint_is_named(self, tmp_path, keep):
+        path = tmp_path / 'small.pth'
+        torch.save({'w': torch.zeros(100)}, path)
+        data = path.read_bytes()
+        path.write_bytes(data[:int(len(data) * keep)])
+        with pytest.raises(NotACheckpointError, match=str(path)):
             load_local_checkpoint(str(path))
 
     def test_unreadable_checkpoint_does_not_advise_unsafe_loading(self, tmp_path, monkeypatch):
