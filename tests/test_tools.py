@@ -62,14 +62,22 @@ def test_test_tool_evaluates_and_dumps_predictions(trained, toy_root, tmp_path):
     assert {'bbox_scores', 'mask_ious', 'scores'} <= set(preds[0]['pred_instances'])
 
 
-def test_test_tool_refuses_a_checkpoint_of_another_model(trained, toy_root, tmp_path):
-    # A Mask R-CNN checkpoint (no MaskIoU head) tested with the MS R-CNN config would score
-    # masks with a random head; mmengine alone only prints the missing keys.
+@pytest.fixture
+def without_mask_iou_head(trained, tmp_path):
+    """The trained checkpoint less its MaskIoU head, as a Mask R-CNN checkpoint would be."""
     ckpt = torch.load(osp.join(trained, 'epoch_2.pth'), map_location='cpu')
     ckpt['state_dict'] = {k: v for k, v in ckpt['state_dict'].items()
                           if not k.startswith('roi_head.mask_iou_head.')}
     path = str(tmp_path / 'mask_rcnn.pth')
     torch.save(ckpt, path)
+    return path
+
+
+def test_test_tool_refuses_a_checkpoint_of_another_model(without_mask_iou_head, toy_root,
+                                                         tmp_path):
+    # A Mask R-CNN checkpoint (no MaskIoU head) tested with the MS R-CNN config would score
+    # masks with a random head; mmengine alone only prints the missing keys.
+    path = without_mask_iou_head
     proc = subprocess.run([PY, 'tools/test.py', TOY_CONFIG, path, '--data-root', toy_root,
                            '--work-dir', str(tmp_path)],
                           cwd=REPO_ROOT, capture_output=True, text=True)
@@ -88,12 +96,9 @@ def test_train_refuses_amp_without_a_gpu_before_building_anything(toy_root, tmp_
     assert not os.listdir(tmp_path)  # no log, no dumped config
 
 
-def test_resume_refuses_a_checkpoint_of_another_model(trained, toy_root, tmp_path):
-    ckpt = torch.load(osp.join(trained, 'epoch_2.pth'), map_location='cpu')
-    ckpt['state_dict'] = {k: v for k, v in ckpt['state_dict'].items()
-                          if not k.startswith('roi_head.mask_iou_head.')}
-    path = str(tmp_path / 'mask_rcnn.pth')
-    torch.save(ckpt, path)
+def test_resume_refuses_a_checkpoint_of_another_model(without_mask_iou_head, toy_root,
+                                                      tmp_path):
+    path = without_mask_iou_head
     proc = subprocess.run([PY, 'tools/train.py', TOY_CONFIG, '--data-root', toy_root,
                            '--work-dir', str(tmp_path / 'wd'), '--resume', path],
                           cwd=REPO_ROOT, capture_output=True, text=True)
