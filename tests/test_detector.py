@@ -257,3 +257,9 @@ def test_small_data_config_builds_and_twins_differ_only_in_scoring(path):
                 assert cfg[key] == twin_cfg[key]
     else:
         assert type(model).__name__ == 'MaskRCNN'
+
+
+@pytest.mark.parametrize('path', CONFIGS + SMALL_DATA, ids=osp.basename)
+def test_configs_check_num_classes_against_the_dataset(path):
+    hooks = [h.type for h in Config.fromfile(path).custom_hooks]
+    assert 'NumClassCheckHook' in hooks and 'ms_rcnn.CheckFiniteLossHook' in hooks

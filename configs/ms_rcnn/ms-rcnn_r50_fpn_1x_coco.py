@@ -23,8 +23,9 @@ val_evaluator = dict(type='ms_rcnn.MaskScoringCocoMetric')
 test_evaluator = val_evaluator
 
 # Annotations and images are checked as they load, and a NaN/inf loss stops the run before it
-# can be checkpointed (docs/bad_data.md).
+# can be checkpointed (docs/bad_data.md). mmdet's NumClassCheckHook stops a run whose heads'
+# num_classes differ from the dataset's classes before the first epoch, not at evaluation.
 train_dataloader = dict(dataset=dict(type='ms_rcnn.CheckedCocoDataset'))
 val_dataloader = dict(dataset=dict(type='ms_rcnn.CheckedCocoDataset'))
 test_dataloader = val_dataloader
-custom_hooks = [dict(type='ms_rcnn.CheckFiniteLossHook')]
+custom_hooks = [dict(type='ms_rcnn.CheckFiniteLossHook'), dict(type='NumClassCheckHook')]

@@ -72,5 +72,7 @@ default_hooks = dict(logger=dict(interval=20),
 randomness = dict(seed=0)
 custom_imports = dict(imports=['ms_rcnn'], allow_failed_imports=False)
 # RNGStateHook saves the random generators' states in checkpoints so that --resume continues
-# bit-exactly; CheckFiniteLossHook stops on a NaN/inf loss before it can be checkpointed.
-custom_hooks = [dict(type='ms_rcnn.RNGStateHook'), dict(type='ms_rcnn.CheckFiniteLossHook')]
+# bit-exactly; CheckFiniteLossHook stops on a NaN/inf loss before it can be checkpointed;
+# NumClassCheckHook (mmdet's) stops a run whose heads' num_classes differ from the classes.
+custom_hooks = [dict(type='ms_rcnn.RNGStateHook'), dict(type='ms_rcnn.CheckFiniteLossHook'),
+                dict(type='NumClassCheckHook')]
