@@ -63,9 +63,21 @@ def test_area_must_be_a_number():
     assert annotations_lacking(anns[:1], ['area']) == {}
 
 
+def test_a_label_outside_the_dataset_classes_is_named(tmp_path):
+    metric = MaskScoringCocoMetric(ann_file=write_coco(tmp_path / 'val.json'), metric='bbox')
+    metric.dataset_meta = dict(classes=('balloon', ))
+    sample = dict(img_id=1, ori_shape=(16, 16), pred_instances=dict(
+        bboxes=torch.tensor([[2.0, 2.0, 10.0, 10.0]] * 2), labels=torch.tensor([0, 2]),
+        scores=torch.tensor([0.3, 0.6])))
+    with pytest.raises(ValueError, match=r"class index 2, but the dataset has 1 classes "
+                                         r"\('balloon',\): set num_classes"):
+        metric.process({}, [sample])
+
+
 def test_boxes_keep_the_classification_score_and_masks_the_mask_score(tmp_path):
     metric = MaskScoringCocoMetric(ann_file=write_coco(tmp_path / 'val.json'),
                                    metric=['bbox', 'segm'])
+    metric.dataset_meta = dict(classes=('balloon', ))
     masks = torch.zeros(2, 16, 16, dtype=torch.bool)
     masks[:, 2:10, 2:10] = True
     sample = dict(img_id=1, ori_shape=(16, 16), pred_instances=dict(

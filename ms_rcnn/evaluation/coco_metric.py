@@ -41,10 +41,24 @@ class MaskScoringCocoMetric(CocoMetric):
                     f'(tools/check_dataset.py lists every problem; see docs/bad_data.md).')
 
     def process(self, data_batch: dict, data_samples: Sequence[dict]) -> None:
-        """Store each image's results, with box and mask scores kept apart."""
+        """Store each image's results, with box and mask scores kept apart.
+
+        Raises:
+            ValueError: A predicted label has no class in the dataset (the heads' num_classes
+                exceed the dataset's classes), named here rather than as an IndexError when
+                the results are converted after the whole run.
+        """
         super().process(data_batch, data_samples)
         stored = self.results[len(self.results) - len(data_samples):]
+        classes = (self.dataset_meta or {}).get('classes')
         for (_, result), sample in zip(stored, data_samples):
+            labels = result.get('labels')
+            if classes is not None and labels is not None and len(labels) \
+                    and labels.max() >= len(classes):
+                raise ValueError(
+                    f'the model predicted class index {int(labels.max())}, but the dataset has '
+                    f'{len(classes)} classes {tuple(classes)}: set num_classes of the heads in '
+                    f'the config to {len(classes)}, or the dataset\'s metainfo classes')
             pred = sample['pred_instances']
             if 'bbox_scores' in pred:
                 result['mask_scores'] = result['scores']
