@@ -142,18 +142,14 @@ def bitmap_area_ratios(masks: Tensor, boxes: Tensor, gt_inds: Tensor,
     num, height, width = masks.shape
     windows = pixel_windows(boxes, height, width)
     per_pass = max(1, max_table_entries // ((height + 1) * (width + 1)))
-    if num <= per_pass:
-        tables = full_tables(masks)
-        inside, totals = window_sums(tables, windows, gt_inds), tables.totals[gt_inds]
-    else:
-        inside = torch.zeros_like(gt_inds, dtype=torch.long)
-        totals = torch.zeros_like(gt_inds, dtype=torch.long)
-        for start in range(0, num, per_pass):
-            tables = full_tables(masks[start:start + per_pass])
-            local = (gt_inds - start).clamp(0, tables.totals.numel() - 1)
-            mine = (gt_inds >= start) & (gt_inds < start + per_pass)
-            inside = torch.where(mine, window_sums(tables, windows, local).long(), inside)
-            totals = torch.where(mine, tables.totals[local].long(), totals)
+    inside = torch.zeros_like(gt_inds, dtype=torch.long)
+    totals = torch.zeros_like(gt_inds, dtype=torch.long)
+    for start in range(0, num, per_pass):  # the range depends on shapes alone: no sync
+        tables = full_tables(masks[start:start + per_pass])
+        local = (gt_inds - start).clamp(0, tables.totals.numel() - 1)
+        mine = (gt_inds >= start) & (gt_inds < start + per_pass)
+        inside = torch.where(mine, window_sums(tables, windows, local).long(), inside)
+        totals = torch.where(mine, tables.totals[local].long(), totals)
     return (inside / totals.clamp(min=1)).float()
 
 

@@ -78,14 +78,15 @@ class CheckpointMismatchError(ValueError):
     """A checkpoint lacks parameters of the model it is loaded into, or has other shapes."""
 
 
-def check_is_torch_file(filename: str) -> None:
-    """Refuse a file that ``torch.save`` did not write, by its first bytes."""
+def check_is_torch_file(filename: str) -> bytes:
+    """Refuse a file that ``torch.save`` did not write, by its first bytes; return them."""
     with open(filename, 'rb') as f:
         head = f.read(4)
     if not head.startswith(CHECKPOINT_MAGIC):
         raise NotACheckpointError(
             f'{filename} is not a PyTorch checkpoint (it starts with {head!r}, not with the '
             f'zip or pickle header that torch.save writes)')
+    return head
 
 
 def load_local_checkpoint(filename: str, map_location=None) -> Any:
@@ -106,7 +107,7 @@ def load_local_checkpoint(filename: str, map_location=None) -> Any:
     filename = os.path.expanduser(filename)
     if not os.path.isfile(filename):
         raise FileNotFoundError(f'checkpoint {filename} does not exist')
-    check_is_torch_file(filename)
+    head = check_is_torch_file(filename)
     try:
         return torch.load(filename, map_location=map_location, weights_only=True)
     except OSError as err:  # torch's zip reader on a short truncated file
@@ -130,9 +131,7 @@ def load_local_checkpoint(filename: str, map_location=None) -> Any:
             # torch's message suggests weights_only=False; for a file we cannot even list the
             # contents of, that is the wrong advice, so keep only what went wrong.
             detail = re.sub(r'\s+', ' ', str(err).split('WeightsUnpickler error:')[-1]).strip()
-            with open(filename, 'rb') as f:
-                zipped = f.read(4) == CHECKPOINT_MAGIC[0]
-            what = 'cannot be loaded safely' if zipped else \
+            what = 'cannot be loaded safely' if head == CHECKPOINT_MAGIC[0] else \
                 'is not a PyTorch checkpoint, or an old-format one that is damaged'
             raise UnsafeCheckpointError(f'checkpoint {filename} {what}: {detail}') from None
         names = ', '.join(unsafe)
