@@ -508,6 +508,30 @@ def test_worker_seeds_change_every_epoch_and_follow_the_main_generator():
     assert epochs_of_draws('ms_rcnn.seed_worker_from_torch') == [first, second]
 
 
+def test_worker_seeds_differ_between_ranks(monkeypatch):
+    # Every rank seeds its main generator alike (diff_rank_seed=False), so without the rank
+    # the i-th sample of every rank would get the same augmentation. Workers inherit RANK.
+    draws = {}
+    for rank in ('0', '1', '0'):
+        monkeypatch.setenv('RANK', rank)
+        torch.manual_seed(5)
+        draws.setdefault(rank, []).append(epochs_of_draws('ms_rcnn.seed_worker_from_torch'))
+    assert draws['0'][0] == draws['0'][1]
+    for epoch_0, epoch_1 in zip(draws['0'][0], draws['1'][0]):
+        for draw_0, draw_1 in zip(epoch_0, epoch_1):
+            # numpy, random and torch draws all differ
+            assert all(a != b for a, b in zip(draw_0, draw_1)), (draw_0, draw_1)
+
+
+def test_worker_seed_mixes_the_rank_into_the_full_seed_range():
+    from ms_rcnn.engine.worker_seed import worker_seed
+    seeds = {worker_seed(torch_seed, rank) for torch_seed in (0, 1, 2**64 - 1)
+             for rank in range(4)}
+    assert len(seeds) == 12
+    assert all(0 <= seed < 2**64 for seed in seeds)
+    assert worker_seed(7, 2) == worker_seed(7, 2)
+
+
 def test_mmengines_default_worker_seeds_repeat_every_epoch():
     # Why the small_data configs set seed_worker_from_torch with non-persistent workers.
     first, second = epochs_of_draws(None)
