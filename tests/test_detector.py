@@ -182,6 +182,21 @@ def test_mask_iou_dtype_runs_the_head_in_that_precision(model_cfg, dtype):
         assert torch.allclose(a.scores, a.bbox_scores * a.mask_ious)
 
 
+def test_mask_iou_dtype_set_after_building_takes_effect(model_cfg):
+    # like score_thr and mask_thr_binary, read at each call (notebooks, benchmarks)
+    model = build(model_cfg).eval()
+    seen = []
+    model.roi_head.mask_iou_head.convs[0].register_forward_hook(
+        lambda mod, args, out: seen.append(out.dtype))
+    data = model.data_preprocessor(inputs(), False)
+    with torch.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter('ignore')  # a CPU without native bfloat16 warns
+        model(**copy.deepcopy(data), mode='predict')
+        model.roi_head.test_cfg.mask_iou_dtype = 'bfloat16'
+        model(**data, mode='predict')
+    assert seen == [torch.float32, torch.bfloat16]
+
+
 def test_mask_iou_dtype_is_checked_when_built(model_cfg):
     cfg = copy.deepcopy(model_cfg)
     cfg.test_cfg.rcnn.mask_iou_dtype = 'int8'
@@ -227,6 +242,7 @@ def test_shared_head_models_are_not_checked_against_the_extractor():
 @pytest.mark.parametrize('field, value, message', [
     ('roi_feat_size', 7, r'mask_iou_head.roi_feat_size is \(7, 7\) but .* \(14, 14\)'),
     ('in_channels', 64, r'mask_iou_head.in_channels is 64 but .* 256 channels'),
+    ('num_classes', 1, r'mask_iou_head.num_classes is 1 but bbox_head.num_classes is 3'),
 ])
 def test_mask_iou_head_must_fit_the_mask_features(model_cfg, field, value, message):
     cfg = copy.deepcopy(model_cfg)

@@ -69,19 +69,24 @@ class MaskScoringRoIHead(StandardRoIHead):
             raise ValueError('MaskScoringRoIHead needs a mask_head config')
         super().__init__(**kwargs)
         self.mask_iou_head = MODELS.build(mask_iou_head)
-        self._check_mask_feature_shape()
-        self.mask_iou_dtype = mask_iou_autocast_dtype(self.test_cfg)
+        self._check_mask_iou_head_fits()
+        mask_iou_autocast_dtype(self.test_cfg)  # a bad name fails at build time
         self._warned_emulated = False
 
-    def _check_mask_feature_shape(self) -> None:
-        """The MaskIoU head must expect the mask branch's RoI features, checked at build time
-        rather than as a shape error in its first FC layer. With a shared head (C4 models) the
-        features are the shared head's output, whose shape is only known when it runs."""
+    def _check_mask_iou_head_fits(self) -> None:
+        """The MaskIoU head must expect the box head's classes and the mask branch's RoI
+        features, checked at build time rather than as an index error when it picks a class or
+        a shape error in its first FC layer. With a shared head (C4 models) the features are
+        the shared head's output, whose shape is only known when it runs."""
+        head = self.mask_iou_head
+        if self.with_bbox and head.num_classes != self.bbox_head.num_classes:
+            raise ValueError(f'mask_iou_head.num_classes is {head.num_classes} but '
+                             f'bbox_head.num_classes is {self.bbox_head.num_classes}: the '
+                             f'MaskIoU head predicts one IoU per class of the box head')
         if self.with_shared_head:
             return
         extractor = self.bbox_roi_extractor if self.share_roi_extractor \
             else self.mask_roi_extractor
-        head = self.mask_iou_head
         size = getattr(extractor.roi_layers[0], 'output_size', None)
         if size is not None and tuple(size) != tuple(head.roi_feat_size):
             raise ValueError(
@@ -174,15 +179,15 @@ class MaskScoringRoIHead(StandardRoIHead):
         labels = torch.cat([res.labels for res in results_list])
         class_inds = torch.zeros_like(labels) if self.mask_head.class_agnostic else labels
         mask_feats = mask_results['mask_feats']
-        if (self.mask_iou_dtype is not None and mask_feats.device.type == 'cpu'
-                and not self._warned_emulated
-                and cpu_has_native(self.mask_iou_dtype) is False):
+        dtype = mask_iou_autocast_dtype(self.test_cfg)  # read each call, like test_cfg's others
+        if (dtype is not None and mask_feats.device.type == 'cpu'
+                and not self._warned_emulated and cpu_has_native(dtype) is False):
             self._warned_emulated = True
             warnings.warn(f'test_cfg.rcnn.mask_iou_dtype={self.test_cfg.mask_iou_dtype!r}: '
-                          f'this CPU has no native {self.mask_iou_dtype} arithmetic, so the '
+                          f'this CPU has no native {dtype} arithmetic, so the '
                           f'MaskIoU head will be slower than in float32')
-        with (torch.autocast(mask_feats.device.type, dtype=self.mask_iou_dtype)
-              if self.mask_iou_dtype is not None else contextlib.nullcontext()):
+        with (torch.autocast(mask_feats.device.type, dtype=dtype)
+              if dtype is not None else contextlib.nullcontext()):
             mask_iou_preds = self.mask_iou_head(mask_feats, select_class(mask_preds, class_inds))
         num_per_img = [len(res) for res in results_list]
         results_list = self.mask_head.predict_by_feat(
