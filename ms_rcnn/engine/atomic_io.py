@@ -16,10 +16,10 @@ reads.
   write a hidden temporary file in the destination's directory, flush and ``fsync`` it, then
   ``os.replace`` it onto the final name and ``fsync`` the directory. Every other method is
   ``LocalBackend``'s. A reader sees the old file or the complete new one, never a partial one.
-- the ``last_checkpoint`` pointer is written the same way. mmengine already writes it only
-  after ``save_checkpoint`` has returned, so it always names a complete checkpoint; now the
-  pointer itself can no longer be left empty or half-written by a crash.
-- ``CheckpointHook`` saves first and prunes after (:func:`save_then_prune`). mmengine deletes
+- ``CheckpointHook`` saves first, then writes the ``last_checkpoint`` pointer the same way,
+  and prunes after (:func:`save_then_prune`). mmengine already writes the pointer only after
+  ``save_checkpoint`` has returned, so it always names a complete checkpoint; now the pointer
+  itself can no longer be left empty or half-written by a crash. mmengine deletes
   the checkpoints beyond ``max_keep_ckpts`` *before* saving the new one, so with
   ``max_keep_ckpts=1`` a crash while saving left no checkpoint at all and a pointer naming a
   deleted file.
@@ -29,7 +29,6 @@ of the same name removes those whose process (on this host) is gone.
 """
 import builtins
 import glob
-import io
 import os
 import os.path as osp
 import socket
@@ -159,46 +158,14 @@ class AtomicHardDiskBackend(HardDiskBackend):
     put_text = AtomicLocalBackend.put_text
 
 
-class _AtomicTextWriter(io.StringIO):
-    """A text 'file' that atomically replaces ``path`` when closed without an error."""
-
-    def __init__(self, path, encoding: str = 'utf-8') -> None:
-        super().__init__()
-        self._path = path
-        self._encoding = encoding or 'utf-8'
-
-    def __exit__(self, exc_type, exc, tb):
-        if exc_type is None and not self.closed:
-            atomic_write(self._path, self.getvalue(), encoding=self._encoding)
-        super().close()
-        return False
-
-    def close(self) -> None:
-        if not self.closed:
-            atomic_write(self._path, self.getvalue(), encoding=self._encoding)
-        super().close()
-
-
-def _checkpoint_hook_open(file, mode='r', *args, **kwargs):
-    """``open`` for ``mmengine.hooks.checkpoint_hook``: the pointer file is written atomically.
-
-    Only ``open(<...>/last_checkpoint, 'w')`` is changed; every other call is ``builtins.open``.
-    """
-    if (mode == 'w' and not args and set(kwargs) <= {'encoding'}
-            and isinstance(file, (str, os.PathLike))
-            and osp.basename(os.fspath(file)) == POINTER_NAME):
-        return _AtomicTextWriter(file, encoding=kwargs.get('encoding'))
-    return builtins.open(file, mode, *args, **kwargs)
-
-
 def install_atomic_checkpoint_writes() -> None:
     """Make mmengine's local checkpoint and ``last_checkpoint`` writes atomic. Idempotent.
 
     - registers :class:`AtomicLocalBackend` as mmengine's ``'local'`` backend (prefix ``''``:
       plain paths) and :class:`AtomicHardDiskBackend` as ``FileClient``'s ``'disk'`` backend,
       dropping cached instances of the plain ones;
-    - gives ``mmengine.hooks.checkpoint_hook`` a module-level ``open`` that writes the
-      ``last_checkpoint`` pointer atomically (see :func:`_checkpoint_hook_open`).
+    - replaces ``CheckpointHook._save_checkpoint_with_step`` with :func:`save_then_prune`,
+      which writes the ``last_checkpoint`` pointer with :func:`atomic_write`.
     """
     from mmengine.fileio import io as mm_io
     from mmengine.hooks import checkpoint_hook
@@ -209,7 +176,6 @@ def install_atomic_checkpoint_writes() -> None:
             mm_io.backend_instances.pop(key)
     if not issubclass(FileClient._backends.get('disk', object), AtomicHardDiskBackend):
         FileClient._register_backend('disk', AtomicHardDiskBackend, force=True, prefixes='')
-    checkpoint_hook.open = _checkpoint_hook_open
     checkpoint_hook.CheckpointHook._save_checkpoint_with_step = save_then_prune
 
 
