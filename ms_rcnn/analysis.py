@@ -26,22 +26,6 @@ FIELDS = ('image_id', 'category_id', 'bbox_score', 'mask_iou', 'mask_score', 'tr
 MATCHED_BOX_IOU = 0.5
 
 
-def true_ious(det_rles: List[dict], det_cats: Sequence[int], gt_rles: List[dict],
-              gt_cats: Sequence[int]) -> np.ndarray:
-    """IoU of each detected mask with the best ground-truth instance of its class.
-
-    Args:
-        det_rles (list[dict]): Detected masks of one image as COCO RLEs.
-        det_cats (Sequence[int]): Category id of each detection.
-        gt_rles (list[dict]): Non-crowd ground-truth masks of the image as RLEs.
-        gt_cats (Sequence[int]): Category id of each ground-truth instance.
-
-    Returns:
-        np.ndarray: Shape (D,), 0 where the image has no instance of the class.
-    """
-    return best_iou_of_class(det_rles, det_cats, gt_rles, gt_cats)
-
-
 def best_box_ious(det_boxes: np.ndarray, det_cats: Sequence[int], gt_boxes: np.ndarray,
                   gt_cats: Sequence[int]) -> np.ndarray:
     """IoU of each detected box with the best ground-truth box of its class.
@@ -99,7 +83,7 @@ def image_records(coco: COCO, image_id: int, det_rles: List[dict], det_cats: Seq
         mask_iou=(np.full(num, np.nan) if mask_ious is None else
                   np.asarray(mask_ious, dtype=np.float64).reshape(num)),
         mask_score=np.asarray(mask_scores, dtype=np.float64).reshape(num),
-        true_iou=true_ious(det_rles, det_cats, gt_rles, gt_cats),
+        true_iou=best_iou_of_class(det_rles, det_cats, gt_rles, gt_cats),
         box_iou=box_iou)
 
 
@@ -130,10 +114,12 @@ def segm_ap(coco: COCO, records: Dict[str, np.ndarray], rles: List[dict],
         scores (np.ndarray): The ranking score of each detection.
 
     Returns:
-        dict: ``AP``, ``AP50``, ``AP75`` (0 to 100); NaN when there is nothing to evaluate.
+        dict: ``AP``, ``AP50``, ``AP75`` (0 to 100): 0 without detections, NaN without
+        ground truth either.
     """
     if len(rles) == 0:
-        return dict(AP=float('nan'), AP50=float('nan'), AP75=float('nan'))
+        value = 0.0 if coco.getAnnIds(iscrowd=False) else float('nan')
+        return dict(AP=value, AP50=value, AP75=value)
     results = [
         dict(image_id=int(i), category_id=int(c), segmentation=r, score=float(s))
         for i, c, r, s in zip(records['image_id'], records['category_id'], rles, scores)

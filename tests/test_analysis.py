@@ -47,15 +47,15 @@ GT = square(0, 0, 10, 10)  # 100 px
 HALF_OFF = square(0, 0, 10, 5)  # IoU 0.5 with GT
 
 
-def test_true_ious_pick_the_best_instance_of_the_same_class():
+def test_true_iou_is_the_best_instance_of_the_same_class():
     gts = [rle(GT), rle(square(10, 10, 20, 20))]
     dets = [rle(square(0, 0, 10, 8)),    # 0.8 with GT 0 (class 1)
             rle(square(10, 10, 20, 15)),  # 0.5 with GT 1 (class 2)
             rle(square(10, 10, 20, 20))]  # 1.0 with GT 1, but predicted as class 1
-    ious = A.true_ious(dets, [1, 2, 1], gts, [1, 2])
+    ious = A.best_iou_of_class(dets, [1, 2, 1], gts, [1, 2])
     assert ious.tolist() == pytest.approx([0.8, 0.5, 0.0])
-    assert A.true_ious(dets, [1, 1, 1], [], []).tolist() == [0, 0, 0]
-    assert A.true_ious([], [], gts, [1, 2]).shape == (0, )
+    assert A.best_iou_of_class(dets, [1, 1, 1], [], []).tolist() == [0, 0, 0]
+    assert A.best_iou_of_class([], [], gts, [1, 2]).shape == (0, )
 
 
 def test_correlations_by_hand():
@@ -128,6 +128,13 @@ def test_empty_detections():
     coco = gt_coco({1: [(1, GT)]})
     report = A.summarize(coco, A.concat_records([]), [])
     assert report['num_detections'] == 0
+    # COCO's AP of no detections on ground truth is 0 (a checkpoint that detects nothing)
+    assert report['segm_ap']['by_classification_score'] == dict(AP=0.0, AP50=0.0, AP75=0.0)
+
+
+def test_no_detections_and_no_ground_truth_is_not_an_ap():
+    coco = gt_coco({1: []})
+    report = A.summarize(coco, A.concat_records([]), [])
     assert math.isnan(report['segm_ap']['by_classification_score']['AP'])
 
 

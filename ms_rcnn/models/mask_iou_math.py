@@ -211,7 +211,7 @@ def window_sums(tables: SummedAreaTables, windows: Tensor, gt_inds: Tensor) -> T
         gt_inds (Tensor): Instance of each window, shape (P,).
 
     Returns:
-        Tensor: int32 counts, shape (P,).
+        Tensor: Counts in the tables' dtype (int32, or int64 for large areas), shape (P,).
     """
     origin = tables.origins[gt_inds].repeat(1, 2)  # (P, 4) as (left, top, left, top)
     size = tables.sizes[gt_inds].repeat(1, 2)
@@ -297,7 +297,7 @@ def host_window_sums(tables: SummedAreaTables, windows: np.ndarray,
         gt_inds (ndarray): Instance of each window, shape (P,).
 
     Returns:
-        ndarray: int32 counts, shape (P,).
+        ndarray: Counts in the tables' dtype, shape (P,).
     """
     local = windows - np.tile(tables.origins[gt_inds], 2)  # (P, 4) inside the tables
     stride = tables.sizes[gt_inds, :1] + 1  # (P, 1) table row length
