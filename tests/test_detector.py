@@ -279,3 +279,13 @@ def test_small_data_config_builds_and_twins_differ_only_in_scoring(path):
 def test_configs_check_num_classes_against_the_dataset(path):
     hooks = [h.type for h in Config.fromfile(path).custom_hooks]
     assert 'NumClassCheckHook' in hooks and 'ms_rcnn.CheckFiniteLossHook' in hooks
+
+
+@pytest.mark.parametrize('path', SMALL_DATA, ids=[osp.basename(c) for c in SMALL_DATA])
+def test_small_data_children_with_more_classes_keep_a_usable_palette(path):
+    # mmengine merges the child's metainfo into ours: a palette of ours would stay one colour
+    # long and mmdet's visualizer would refuse the child's second class.
+    from mmdet.visualization.palette import get_palette
+    cfg = Config.fromfile(path)
+    cfg.merge_from_dict(dict(metainfo=dict(classes=('a', 'b', 'c'))))
+    assert len(get_palette(cfg.metainfo.get('palette'), 3)) == 3

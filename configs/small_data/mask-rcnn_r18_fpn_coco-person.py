@@ -5,7 +5,8 @@
 _base_ = 'mmdet::mask_rcnn/mask-rcnn_r50_fpn_1x_coco.py'
 
 data_root = '../shared/data/coco_person/'
-metainfo = dict(classes=('person', ), palette=[(220, 20, 60)])
+# No palette: a child config with more classes would inherit one too short to draw them.
+metainfo = dict(classes=('person', ))
 image_scale = (512, 384)
 max_epochs = 8
 norm_cfg = dict(type='GN', num_groups=32, requires_grad=True)

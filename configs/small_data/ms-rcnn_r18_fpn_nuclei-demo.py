@@ -3,7 +3,8 @@
 _base_ = './ms-rcnn_r18_fpn_coco-person.py'
 
 data_root = 'set-with---data-root/'
-metainfo = dict(classes=('nucleus', ), palette=[(0, 200, 80)])
+# No palette: a child config with more classes would inherit one too short to draw them.
+metainfo = dict(classes=('nucleus', ))
 image_scale = (256, 256)
 max_iters = 600
 

@@ -209,8 +209,9 @@ def check_checkpoint_fits(model: nn.Module, checkpoint: Any, filename: str,
         problems.append(str(err).replace('\n', ' '))
         result = None
     missing = [] if result is None else [
-        k for k in result.missing_keys
-        if not k.endswith('num_batches_tracked') and not k.startswith(tuple(may_lack))]
+        k for k in result.missing_keys  # keys of other shapes were held back: not missing
+        if k not in shapes and not k.endswith('num_batches_tracked')
+        and not k.startswith(tuple(may_lack))]
     if missing:
         problems.append(f'it lacks {len(missing)} of the model\'s parameters and buffers: '
                         f'{_groups(missing)}')
