@@ -299,3 +299,25 @@ def test_dataset_keeps_no_raw_annotations_and_skips_remote_file_checks(toy):
     assert dataset._image_dir() == osp.join(toy, 'images/train/')
     dataset.backend_args = dict(backend='petrel', path_mapping={toy: 's3://bucket/'})
     assert dataset._image_dir() is None  # images are not local files: no stat
+
+
+def test_a_class_the_file_lacks_stops_the_build_naming_it(toy):
+    # mmdet would drop the class silently and shift the labels past the dataset's cat_ids
+    kwargs = dataset_kwargs(toy)
+    kwargs['metainfo'] = dict(classes=('disc', 'strar'))
+    with pytest.raises(BadDatasetError, match=r"instances_train.json: metainfo classes "
+                       r"\['strar'\] are not categories .*'disc', 'star'"):
+        CheckedCocoDataset(**kwargs)
+
+
+def test_classes_in_another_order_than_the_file_warn(toy, monkeypatch):
+    messages = []
+    monkeypatch.setattr(checked_coco, 'print_log', lambda msg, **kw: messages.append(msg))
+    kwargs = dataset_kwargs(toy)
+    kwargs['metainfo'] = dict(classes=('star', 'disc'))
+    dataset = CheckedCocoDataset(**kwargs)
+    assert dataset.metainfo['classes'] == ('star', 'disc')
+    assert "in the order ['disc', 'star']" in '\n'.join(messages)
+    messages.clear()
+    CheckedCocoDataset(**dataset_kwargs(toy))
+    assert not any('in the order' in m for m in messages)

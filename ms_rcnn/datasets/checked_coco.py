@@ -153,10 +153,32 @@ class CheckedCocoDataset(CocoDataset):
         mmdet_api = self.COCOAPI
         self.COCOAPI = lambda _path: coco_from_dict(mmdet_api, report.data)
         try:
-            return super().load_data_list()
+            return self._checked_classes(super().load_data_list(), report.data.get('categories', []))
         finally:
             del self.COCOAPI  # back to the class attribute
             report.data = None  # mmdet keeps no raw annotations either (workers copy them)
+
+    def _checked_classes(self, data_list: List[dict], categories: List[dict]) -> List[dict]:
+        """Refuse ``metainfo`` classes the file lacks; warn when they are in another order.
+
+        mmdet labels each instance by its category's place among the file's categories named
+        in ``classes`` (in the file's order), but names label ``i`` ``classes[i]``: a missing
+        name silently drops that class and shifts the rest, and another order misnames them.
+        """
+        classes = list(self.metainfo['classes'])
+        names = {cat['id']: cat['name'] for cat in categories}
+        found = [names[cat_id] for cat_id in self.cat_ids]
+        missing = [name for name in classes if name not in found]
+        if missing:
+            raise BadDatasetError(
+                f'{self.ann_file}: metainfo classes {missing} are not categories of this file '
+                f'(its categories: {sorted(set(names.values()))})')
+        if found != classes:
+            print_log(f'{self.ann_file}: the file lists the categories in the order {found}, '
+                      f'metainfo classes are {classes}: label i is the file\'s i-th category '
+                      f'but is named classes[i]; list the classes in the file\'s order',
+                      logger='current', level=logging.WARNING)
+        return data_list
 
     def _log_actions(self, report: CleanReport) -> None:
         for action, verb in _WARNED_ACTIONS.items():
