@@ -321,3 +321,28 @@ def test_classes_in_another_order_than_the_file_warn(toy, monkeypatch):
     messages.clear()
     CheckedCocoDataset(**dataset_kwargs(toy))
     assert not any('in the order' in m for m in messages)
+
+
+def test_rle_masks_with_polygon_loading_warn_naming_them(toy, monkeypatch):
+    from pycocotools import mask as mask_utils
+    messages = []
+    monkeypatch.setattr(checked_coco, 'print_log', lambda msg, **kw: messages.append(msg))
+
+    def edit(data):
+        ann = data['annotations'][0]
+        image = next(i for i in data['images'] if i['id'] == ann['image_id'])
+        rle = mask_utils.merge(mask_utils.frPyObjects(ann['segmentation'], image['height'],
+                                                      image['width']))
+        ann['segmentation'] = dict(size=rle['size'], counts=rle['counts'].decode())
+
+    ann_file = rewrite(toy, edit)
+    with open(osp.join(toy, ann_file)) as f:
+        rle_id = json.load(f)['annotations'][0]['id']
+    polygons = dataset_kwargs(toy, ann_file)
+    polygons['pipeline'][1]['poly2mask'] = False
+    CheckedCocoDataset(**polygons)
+    warned = [m for m in messages if 'RLE masks' in m]
+    assert len(warned) == 1 and f'[{rle_id}]' in warned[0] and 'poly2mask=False' in warned[0]
+    messages.clear()
+    CheckedCocoDataset(**dataset_kwargs(toy, ann_file))  # bitmaps: RLEs are used
+    assert not any('RLE masks' in m for m in messages)

@@ -129,6 +129,22 @@ class CheckedCocoDataset(CocoDataset):
     def _expects_masks(self) -> bool:
         return any(getattr(t, 'with_mask', False) for t in self.pipeline.transforms)
 
+    def _polygon_masks_only(self) -> bool:
+        """Whether the pipeline loads masks as polygons (``poly2mask=False``)."""
+        return any(getattr(t, 'with_mask', False) and not getattr(t, 'poly2mask', True)
+                   for t in self.pipeline.transforms)
+
+    def _warn_rle_ignored(self, annotations: List[dict]) -> None:
+        """``LoadAnnotations(poly2mask=False)`` ignores non-crowd RLE masks without a word."""
+        ids = [ann.get('id') for ann in annotations
+               if isinstance(ann.get('segmentation'), dict) and not ann.get('iscrowd', 0)]
+        if ids:
+            print_log(f'{self.ann_file}: {len(ids)} non-crowd instance(s) have RLE masks, which '
+                      f'LoadAnnotations(poly2mask=False) ignores in training (annotation ids '
+                      f'{ids[:self.max_listed]}{" ..." if len(ids) > self.max_listed else ""}); '
+                      f'use poly2mask=True to train on them',
+                      logger='current', level=logging.WARNING)
+
     def _image_dir(self) -> Optional[str]:
         """Where to ``stat`` the images: only local files (no remote backend or mapping)."""
         img_dir = self.data_prefix.get('img', '')
@@ -149,6 +165,8 @@ class CheckedCocoDataset(CocoDataset):
                 f'for training (see docs/bad_data.md; tools/check_dataset.py lists '
                 f'everything):\n{format_problems(report.stops, self.max_listed)}')
         self._log_actions(report)
+        if self._polygon_masks_only():
+            self._warn_rle_ignored(report.data.get('annotations', []))
         self.clean_report = report
         mmdet_api = self.COCOAPI
         self.COCOAPI = lambda _path: coco_from_dict(mmdet_api, report.data)
