@@ -171,12 +171,14 @@ class CheckedCocoDataset(CocoDataset):
         mmdet_api = self.COCOAPI
         self.COCOAPI = lambda _path: coco_from_dict(mmdet_api, report.data)
         try:
-            return self._checked_classes(super().load_data_list(), report.data.get('categories', []))
+            data_list = super().load_data_list()
+            self._check_classes(report.data.get('categories', []))
+            return data_list
         finally:
             del self.COCOAPI  # back to the class attribute
             report.data = None  # mmdet keeps no raw annotations either (workers copy them)
 
-    def _checked_classes(self, data_list: List[dict], categories: List[dict]) -> List[dict]:
+    def _check_classes(self, categories: List[dict]) -> None:
         """Refuse ``metainfo`` classes the file lacks; warn when they are in another order.
 
         mmdet labels each instance by its category's place among the file's categories named
@@ -196,7 +198,6 @@ class CheckedCocoDataset(CocoDataset):
                       f'metainfo classes are {classes}: label i is the file\'s i-th category '
                       f'but is named classes[i]; list the classes in the file\'s order',
                       logger='current', level=logging.WARNING)
-        return data_list
 
     def _log_actions(self, report: CleanReport) -> None:
         for action, verb in _WARNED_ACTIONS.items():
