@@ -24,6 +24,7 @@ class MaskScoringCocoMetric(CocoMetric):
     def __init__(self, *args, **kwargs) -> None:
         super().__init__(*args, **kwargs)
         ann_file = kwargs.get('ann_file', args[0] if args else None)
+        self._ann_file = ann_file
         if self._coco_api is not None and not self.format_only:
             needed = ['area', 'iscrowd']
             if {'bbox', 'proposal', 'proposal_fast'} & set(self.metrics):
@@ -45,24 +46,48 @@ class MaskScoringCocoMetric(CocoMetric):
 
         Raises:
             ValueError: A predicted label has no class in the dataset (the heads' num_classes
-                exceed the dataset's classes), named here rather than as an IndexError when
-                the results are converted after the whole run.
+                exceed the dataset's classes) or no category in the annotation file (a class
+                name missing from it), named here rather than as an IndexError when the
+                results are converted after the whole run.
         """
         super().process(data_batch, data_samples)
         stored = self.results[len(self.results) - len(data_samples):]
         classes = (self.dataset_meta or {}).get('classes')
         for (_, result), sample in zip(stored, data_samples):
             labels = result.get('labels')
-            if classes is not None and labels is not None and len(labels) \
-                    and labels.max() >= len(classes):
-                raise ValueError(
-                    f'the model predicted class index {int(labels.max())}, but the dataset has '
-                    f'{len(classes)} classes {tuple(classes)}: set num_classes of the heads in '
-                    f'the config to {len(classes)}, or the dataset\'s metainfo classes')
+            if classes is not None and labels is not None and len(labels):
+                self._check_label(int(labels.max()), tuple(classes))
             pred = sample['pred_instances']
             if 'bbox_scores' in pred:
                 result['mask_scores'] = result['scores']
                 result['scores'] = pred['bbox_scores'].detach().cpu().numpy()
+
+    def _check_label(self, label: int, classes: tuple) -> None:
+        """Refuse a predicted label that the results can't be written for.
+
+        mmdet writes label ``i`` as the ``i``-th category id of the annotation file whose name
+        is in ``classes``; a class name missing from the file leaves fewer ids than classes.
+
+        Raises:
+            ValueError: ``label`` has no class, or its class has no category in the file.
+        """
+        if label >= len(classes):
+            raise ValueError(
+                f'the model predicted class index {label}, but the dataset has '
+                f'{len(classes)} classes {classes}: set num_classes of the heads in '
+                f'the config to {len(classes)}, or the dataset\'s metainfo classes')
+        if self._coco_api is None:
+            return  # the ground truth is built from the dataset itself, one id per class
+        num_ids = len(self._coco_api.get_cat_ids(cat_names=list(classes)))
+        if label >= num_ids:
+            names = {cat['name'] for cat in self._coco_api.cats.values()}
+            missing = [name for name in classes if name not in names]
+            raise ValueError(
+                f'{self._ann_file}: the model predicted class index {label}, but only {num_ids} '
+                f'of the dataset\'s classes {classes} are categories of this file (missing: '
+                f'{", ".join(map(repr, missing))}; the file has {sorted(names)}), so its results '
+                f'cannot be written. Fix the metainfo classes (ms_rcnn.CheckedCocoDataset '
+                f'refuses this when the dataset is built).')
 
 
 def annotations_lacking(annotations: List[dict], fields: Sequence[str]) -> Dict[str, list]:
