@@ -132,8 +132,9 @@ def segm_ap(coco: COCO, records: Dict[str, np.ndarray], rles: List[dict],
         evaluator.evaluate()
         evaluator.accumulate()
         evaluator.summarize()
-    stats = evaluator.stats
-    return dict(AP=100 * float(stats[0]), AP50=100 * float(stats[1]), AP75=100 * float(stats[2]))
+    # COCOeval's -1 means there was nothing to average: no ground truth of any category.
+    ap, ap50, ap75 = (100 * float(v) if v >= 0 else float('nan') for v in evaluator.stats[:3])
+    return dict(AP=ap, AP50=ap50, AP75=ap75)
 
 
 def summarize(coco: COCO, records: Dict[str, np.ndarray], rles: List[dict]) -> dict:
@@ -141,9 +142,18 @@ def summarize(coco: COCO, records: Dict[str, np.ndarray], rles: List[dict]) -> d
 
     Models without a MaskIoU head (NaN ``mask_iou``) get the classification-score rows and the
     upper bound only.
+
+    Raises:
+        ValueError: Some detections, but not all, have a NaN predicted IoU (a broken model,
+            not one without a MaskIoU head).
     """
     truth = records['true_iou']
-    has_iou = len(truth) > 0 and not np.isnan(records['mask_iou']).any()
+    no_iou = np.isnan(records['mask_iou'])
+    if no_iou.any() and not no_iou.all():
+        raise ValueError(f'the MaskIoU head predicted NaN for {int(no_iou.sum())} of '
+                         f'{len(no_iou)} detections: the weights are broken (look for a '
+                         f'non-finite loss in the training log)')
+    has_iou = len(truth) > 0 and not no_iou.any()
     report = dict(num_detections=int(len(truth)), has_mask_iou_head=bool(has_iou),
                   correlation=dict(classification_score=correlations(records['bbox_score'],
                                                                      truth)),

@@ -1,5 +1,4 @@
 """High-level helpers: run a checkpoint over a test split, and draw predictions."""
-import json
 import os
 import os.path as osp
 from typing import List, Optional, Tuple
@@ -15,8 +14,10 @@ from pycocotools.coco import COCO
 from tqdm import tqdm
 
 from .analysis import concat_records, image_records, plot_report, summarize
+from .evaluation import check_evaluable
 from .utils.checkpoint import check_checkpoint_fits
 from .utils.config import load_config
+from .utils.json_report import write_json
 
 
 def build_test_loader(cfg: Config):
@@ -42,6 +43,7 @@ def predict_records(cfg: Config, checkpoint: str, device: str = 'cpu',
     if not getattr(dataset, 'ann_file', None):
         raise ValueError('the test dataset must be a COCO-style dataset with an ann_file')
     coco = COCO(dataset.ann_file)
+    check_evaluable(coco.dataset.get('annotations', []), dataset.ann_file, ['bbox', 'segm'])
     cat_ids = dataset.cat_ids
     records, rles, kept = [], [], []
     with torch.no_grad():
@@ -87,8 +89,7 @@ def analyse_checkpoint(config: str, checkpoint: str, out_dir: str,
     report['summary'] = osp.join(out_dir, 'summary.json')
     report['config'], report['checkpoint'] = config, checkpoint
     plot_report(records, report['figure'], title=osp.basename(config))
-    with open(report['summary'], 'w') as f:
-        json.dump(report, f, indent=2)
+    write_json(report['summary'], report)
     report['_samples'] = samples
     return report
 

@@ -138,6 +138,37 @@ def test_no_detections_and_no_ground_truth_is_not_an_ap():
     assert math.isnan(report['segm_ap']['by_classification_score']['AP'])
 
 
+def test_detections_without_ground_truth_are_not_an_ap():
+    coco = gt_coco({1: []})
+    records, rles = records_for(coco, [(1, 1, GT.copy(), 0.9, 0.8)])
+    report = A.summarize(coco, records, rles)
+    for ranking in report['segm_ap'].values():
+        assert all(math.isnan(v) for v in ranking.values())  # not COCOeval's -1 x 100
+
+
+def test_a_nan_predicted_iou_is_refused_not_taken_for_a_missing_head():
+    coco = gt_coco({1: [(1, GT)]})
+    records, rles = records_for(coco, [(1, 1, GT.copy(), 0.9, 0.8),
+                                       (1, 1, HALF_OFF.copy(), 0.5, float('nan'))])
+    with pytest.raises(ValueError, match='predicted NaN for 1 of 2 detections'):
+        A.summarize(coco, records, rles)
+
+
+def test_reports_are_written_as_strict_json(tmp_path):
+    import json
+    from ms_rcnn.utils.json_report import write_json
+    report = dict(ap=dict(AP=float('nan'), AP50=np.float32(50.5)), counts=np.array([1, 2]),
+                  pair=(float('inf'), -float('inf')), name='x', ok=True, none=None)
+    path = tmp_path / 'out' / 'report.json'
+    write_json(str(path), report)
+    text = path.read_text()
+    assert 'NaN' not in text and 'Infinity' not in text
+    assert json.loads(text, parse_constant=lambda token: pytest.fail(token)) == dict(
+        ap=dict(AP=None, AP50=50.5), counts=[1, 2], pair=[None, None], name='x', ok=True,
+        none=None)
+    assert [p.name for p in path.parent.iterdir()] == ['report.json']  # no temporary file left
+
+
 def test_calibration_curve_by_hand():
     predicted = np.array([0.05, 0.08, 0.55, 0.95])
     truth = np.array([0.1, 0.3, 0.5, 1.0])

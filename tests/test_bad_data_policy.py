@@ -27,6 +27,11 @@ def ann(ann_id, **fields):
     return base
 
 
+def without(annotation, key):
+    del annotation[key]
+    return annotation
+
+
 def coco(*anns, images=None):
     return dict(images=images or [dict(id=1, file_name='a.png', height=40, width=60)],
                 annotations=list(anns), categories=[dict(id=1, name='thing')])
@@ -58,17 +63,23 @@ def test_clean_coco_drops_repairs_and_keeps_each_case():
         ann(9, bbox=[10.0, 10.0, 0.0, 5.0]),                          # zero-width box
         ann(10, segmentation=[]),                                     # no mask
         ann(11, image_id=99),                                         # unknown image
+        without(ann(12), 'iscrowd'),                                  # missing iscrowd
+        ann(13, iscrowd='0'),                                         # truthy for mmdet
+        without(ann(14, area=None, bbox=[50.0, 10.0, 30.0, 20.0]), 'iscrowd'),  # three repairs
     )
     before = copy.deepcopy(data)
     report = clean_coco(data)
     assert data == before  # the input is not modified
     assert report.stops == []
     kept = {a['id']: a for a in report.data['annotations']}
-    assert sorted(kept) == [1, 3, 4, 8]
+    assert sorted(kept) == [1, 3, 4, 8, 12, 14]
     assert kept[1] is data['annotations'][0]  # clean annotations pass through untouched
     assert kept[3]['segmentation'] == [SQUARE]
     assert kept[4]['bbox'] == [50.0, 10.0, 10.0, 20.0]
     assert kept[8]['area'] == 400.0
+    assert kept[12] == dict(data['annotations'][11], iscrowd=0)
+    assert kept[14]['bbox'] == [50.0, 10.0, 10.0, 20.0] and kept[14]['area'] == 200.0
+    assert kept[14]['iscrowd'] == 0
     actions = {(p.ann_id, p.kind): action for p, action in report.actions}
     assert actions == {
         (2, 'polygon_too_few_points'): 'drop_instance',
@@ -81,6 +92,11 @@ def test_clean_coco_drops_repairs_and_keeps_each_case():
         (9, 'bbox_nonpositive_size'): 'drop_instance',
         (10, 'segmentation_missing'): 'drop_instance',
         (11, 'unknown_image_id'): 'drop_instance',
+        (12, 'iscrowd_invalid'): 'fill_iscrowd',
+        (13, 'iscrowd_invalid'): 'drop_instance',
+        (14, 'bbox_out_of_bounds'): 'clip_box',  # each problem named with its own repair
+        (14, 'area_invalid'): 'fill_area',
+        (14, 'iscrowd_invalid'): 'fill_iscrowd',
     }
     named = [p for p, _ in report.actions if p.ann_id == 4][0]
     assert named.image == 'a.png'

@@ -209,6 +209,25 @@ def test_bad_split_writes_nothing(balloon, tmp_path, capsys):
     assert not (out_dir / 'annotations').exists()
 
 
+def test_an_image_dir_in_the_way_writes_nothing(balloon, tmp_path, capsys):
+    out_dir = tmp_path / 'out'
+    (out_dir / 'images' / 'val').mkdir(parents=True)  # a real directory where a link goes
+    assert b2c.main([str(balloon), str(out_dir)]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith('error: ') and 'images/val exists and is not a link' in err
+    assert list_files(out_dir) == [] and not (out_dir / 'annotations').exists()
+    assert not (out_dir / 'images' / 'train').exists()
+
+
+def test_an_out_dir_that_is_a_file_is_an_error_not_a_traceback(balloon, tmp_path, capsys):
+    out_file = tmp_path / 'out'
+    out_file.write_text('mine')
+    assert b2c.main([str(balloon), str(out_file)]) == 1
+    assert capsys.readouterr().err == f'error: {out_file} exists and is not a directory; ' \
+                                      'choose another OUT_DIR\n'
+    assert out_file.read_text() == 'mine'
+
+
 @pytest.mark.parametrize('inside', ['.', 'train', 'coco/out'])
 def test_out_dir_inside_the_root_is_refused(balloon, capsys, inside):
     before = list_files(balloon)

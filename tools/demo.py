@@ -22,6 +22,7 @@ from ms_rcnn.apis import analyse_checkpoint, save_visualizations
 from ms_rcnn.demo_data import make_nuclei_coco
 from ms_rcnn.testing import REPO_ROOT
 from ms_rcnn.utils.config import load_config
+from ms_rcnn.utils.json_report import write_json
 
 DEMO_CONFIG = osp.join(REPO_ROOT, 'configs', 'small_data', 'ms-rcnn_r18_fpn_nuclei-demo.py')
 
@@ -100,8 +101,7 @@ def main(argv=None):
                    train_and_eval_minutes=round(train_minutes, 1),
                    coco_metrics={k: float(v) for k, v in metrics.items()},
                    analysis=report, visualizations=pictures)
-    with open(osp.join(work_dir, 'demo_summary.json'), 'w') as f:
-        json.dump(summary, f, indent=2)
+    write_json(osp.join(work_dir, 'demo_summary.json'), summary)
 
     print('\n[demo] results')
     for key in ('coco/bbox_mAP', 'coco/segm_mAP', 'coco/segm_mAP_50'):

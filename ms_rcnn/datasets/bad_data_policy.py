@@ -16,6 +16,7 @@ Actions, per problem kind (:data:`POLICY`):
   instance is dropped.
 - ``clip_box``: the box is clipped to the image (the mask is clipped by rasterisation anyway).
 - ``fill_area``: a missing ``area`` becomes the box area (mmdet only tests it for > 0).
+- ``fill_iscrowd``: a missing ``iscrowd`` becomes 0, as mmdet reads it.
 - ``keep``: trainable as it is; a warning is logged.
 - ``note``: normal in real datasets (an image without annotations); counted, not warned.
 - ``skip_image``: found only when the image is decoded; see ``CheckedCocoDataset``.
@@ -32,6 +33,7 @@ DROP_INSTANCE = 'drop_instance'
 DROP_PARTS = 'drop_parts'
 CLIP_BOX = 'clip_box'
 FILL_AREA = 'fill_area'
+FILL_ISCROWD = 'fill_iscrowd'
 KEEP = 'keep'
 NOTE = 'note'
 SKIP_IMAGE = 'skip_image'
@@ -58,6 +60,7 @@ POLICY: Dict[str, str] = {
     'bbox_too_small': DROP_INSTANCE,
     'bbox_out_of_bounds': CLIP_BOX,
     'area_invalid': DROP_INSTANCE,  # FILL_AREA when the field is absent
+    'iscrowd_invalid': DROP_INSTANCE,  # FILL_ISCROWD when the field is absent
     'segmentation_missing': DROP_INSTANCE,
     'segmentation_invalid': DROP_INSTANCE,
     'rle_size_mismatch': DROP_INSTANCE,
@@ -115,15 +118,19 @@ def clip_bbox(bbox: Sequence[float], height: int, width: int) -> List[float]:
     return [x1, y1, max(x2 - x1, 0.0), max(y2 - y1, 0.0)]
 
 
+def problem_action(ann: dict, problem: Problem) -> str:
+    """The action for one problem of an annotation: :data:`POLICY`'s, or a fill."""
+    if problem.kind == 'area_invalid' and ann.get('area') is None:
+        return FILL_AREA
+    if problem.kind == 'iscrowd_invalid' and 'iscrowd' not in ann:
+        return FILL_ISCROWD
+    return POLICY[problem.kind]
+
+
 def _annotation_action(ann: dict, problems: List[Problem]) -> str:
     """The one action for an annotation with these problems (the most severe wins)."""
-    actions = set()
-    for problem in problems:
-        action = POLICY[problem.kind]
-        if problem.kind == 'area_invalid' and ann.get('area') is None:
-            action = FILL_AREA
-        actions.add(action)
-    for action in (DROP_INSTANCE, DROP_PARTS, CLIP_BOX, FILL_AREA, KEEP):
+    actions = {problem_action(ann, problem) for problem in problems}
+    for action in (DROP_INSTANCE, DROP_PARTS, CLIP_BOX, FILL_AREA, FILL_ISCROWD, KEEP):
         if action in actions:
             return action
     return KEEP
@@ -143,6 +150,7 @@ def _repair(ann: dict, image: dict, problems: List[Problem]) -> Optional[dict]:
             return None
     if fixed.get('area') is None:
         fixed['area'] = float(fixed['bbox'][2] * fixed['bbox'][3])
+    fixed.setdefault('iscrowd', 0)
     return fixed
 
 
@@ -185,10 +193,10 @@ def clean_coco(data: Any, expect_masks: bool = True,
         fixed = None if action == DROP_INSTANCE else _repair(
             ann, images_by_id.get(ann.get('image_id')), found)
         if fixed is None:
-            action = DROP_INSTANCE
+            report.actions.extend((problem, DROP_INSTANCE) for problem in found)
         else:
             kept.append(fixed)
-        report.actions.extend((problem, action) for problem in found)
+            report.actions.extend((problem, problem_action(ann, problem)) for problem in found)
     report.data = dict(data, annotations=kept)
     return report
 

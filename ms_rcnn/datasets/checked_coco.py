@@ -23,8 +23,8 @@ from mmengine.fileio import get_local_path
 from mmengine.logging import print_log
 
 from ..registry import DATASETS
-from .bad_data_policy import (CLIP_BOX, DROP_INSTANCE, DROP_PARTS, FILL_AREA, KEEP,
-                              BadDatasetError, CleanReport, clean_coco, format_problems)
+from .bad_data_policy import (CLIP_BOX, DROP_INSTANCE, DROP_PARTS, FILL_AREA, FILL_ISCROWD,
+                              KEEP, BadDatasetError, CleanReport, clean_coco, format_problems)
 from .coco_checks import load_annotation_file, size_mismatch
 
 _WARNED_ACTIONS = {
@@ -32,6 +32,7 @@ _WARNED_ACTIONS = {
     DROP_PARTS: 'unusable polygons removed (the rest of each mask kept)',
     CLIP_BOX: 'boxes clipped to the image',
     FILL_AREA: 'missing area set to the box area',
+    FILL_ISCROWD: 'missing iscrowd set to 0 (not a crowd)',
     KEEP: 'trained on as they are',
 }
 

@@ -32,13 +32,17 @@ invalid_annotation_entry   error     an annotation without a usable ``id``, ``im
 duplicate_annotation_id    error     two annotations share an id (mmdet asserts unique ids)
 unknown_image_id           error     ``image_id`` names no image (the annotation is dropped)
 unknown_category_id        error     ``category_id`` names no category
-nonfinite_coordinates      error     NaN or infinity in ``bbox``, ``area`` or a polygon
+nonfinite_coordinates      error     NaN, infinity or a number beyond float range in
+                                     ``bbox``, ``area`` or a polygon
 bbox_invalid               error     ``bbox`` missing or not four numbers
 bbox_nonpositive_size      error     box width or height <= 0 (mmdet drops the instance)
 bbox_too_small             warning   box width or height in (0, 1) (mmdet drops the instance)
 bbox_out_of_bounds         error     box extends past the image by more than 1 pixel
 area_invalid               error     ``area`` missing (``KeyError`` in mmdet), not a number,
                                      or <= 0 (mmdet drops the instance)
+iscrowd_invalid            error     ``iscrowd`` missing (COCO evaluation raises ``KeyError``;
+                                     mmdet's training reads it as 0) or not 0/1 (mmdet ignores
+                                     any truthy value, e.g. the string ``"0"``, as a crowd)
 segmentation_missing       error     no (or empty) ``segmentation`` while masks are expected
                                      (``LoadAnnotations(with_mask=True)`` raises ``KeyError``)
 segmentation_invalid       error     ``segmentation`` is neither a polygon list nor an RLE
@@ -91,6 +95,7 @@ SEVERITY: Dict[str, str] = {
     'bbox_too_small': WARNING,
     'bbox_out_of_bounds': ERROR,
     'area_invalid': ERROR,
+    'iscrowd_invalid': ERROR,
     'segmentation_missing': ERROR,
     'segmentation_invalid': ERROR,
     'rle_size_mismatch': ERROR,
@@ -160,9 +165,17 @@ def _is_positive_int(value: Any) -> bool:
     return isinstance(value, int) and not isinstance(value, bool) and value > 0
 
 
+def is_finite(value: float) -> bool:
+    """Whether a number is finite as a float (an int too large for a float is not)."""
+    try:
+        return math.isfinite(value)
+    except OverflowError:
+        return False
+
+
 def all_finite(values: Iterable[float]) -> bool:
-    """Whether every number of ``values`` is finite."""
-    return all(math.isfinite(v) for v in values)
+    """Whether every number of ``values`` is finite as a float."""
+    return all(is_finite(v) for v in values)
 
 
 def shoelace_area(polygon: Sequence[float]) -> float:
@@ -429,10 +442,19 @@ def _check_area(ann: dict, ctx: _AnnContext) -> List[Problem]:
     area = ann.get('area')
     if not is_number(area):
         return [ctx.problem('area_invalid', f'area {area!r} is missing or not a number')]
-    if not math.isfinite(area):
+    if not is_finite(area):
         return [ctx.problem('nonfinite_coordinates', f'area is {area!r}')]
     if area <= 0:
         return [ctx.problem('area_invalid', f'area {area!r} is not positive')]
+    return []
+
+
+def _check_iscrowd(ann: dict, ctx: _AnnContext) -> List[Problem]:
+    """Check the ``iscrowd`` flag that COCO evaluation reads: 0 or 1 (booleans too)."""
+    if 'iscrowd' not in ann:
+        return [ctx.problem('iscrowd_invalid', 'no iscrowd (COCO evaluation needs it)')]
+    if not (isinstance(ann['iscrowd'], (int, float)) and ann['iscrowd'] in (0, 1)):
+        return [ctx.problem('iscrowd_invalid', f'iscrowd {ann["iscrowd"]!r} is not 0 or 1')]
     return []
 
 
@@ -539,6 +561,7 @@ def check_annotation(index: int, ann: dict, images_by_id: Dict[Any, dict], cat_i
     return (_check_references(ann, ctx, images_by_id, cat_ids)
             + _check_bbox(ann.get('bbox'), ctx)
             + _check_area(ann, ctx)
+            + _check_iscrowd(ann, ctx)
             + _check_segmentation(ann, ctx, expect_masks))
 
 

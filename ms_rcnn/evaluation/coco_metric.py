@@ -23,23 +23,10 @@ class MaskScoringCocoMetric(CocoMetric):
 
     def __init__(self, *args, **kwargs) -> None:
         super().__init__(*args, **kwargs)
-        ann_file = kwargs.get('ann_file', args[0] if args else None)
-        self._ann_file = ann_file
+        self._ann_file = kwargs.get('ann_file', args[0] if args else None)
         if self._coco_api is not None and not self.format_only:
-            needed = ['area', 'iscrowd']
-            if {'bbox', 'proposal', 'proposal_fast'} & set(self.metrics):
-                needed.append('bbox')
-            if 'segm' in self.metrics:
-                needed.append('segmentation')
-            lacking = annotations_lacking(self._coco_api.dataset.get('annotations', []), needed)
-            if lacking:
-                details = '; '.join(
-                    f'{len(ids)} without {field!r} (ids {", ".join(map(str, ids[:5]))}'
-                    f'{", ..." if len(ids) > 5 else ""})' for field, ids in lacking.items())
-                raise ValueError(
-                    f'{ann_file}: COCO evaluation needs '
-                    f'{", ".join(needed)} in every annotation: {details}. Fix the file '
-                    f'(tools/check_dataset.py lists every problem; see docs/bad_data.md).')
+            check_evaluable(self._coco_api.dataset.get('annotations', []), self._ann_file,
+                            self.metrics)
 
     def process(self, data_batch: dict, data_samples: Sequence[dict]) -> None:
         """Store each image's results, with box and mask scores kept apart.
@@ -88,6 +75,34 @@ class MaskScoringCocoMetric(CocoMetric):
                 f'{", ".join(map(repr, missing))}; the file has {sorted(names)}), so its results '
                 f'cannot be written. Fix the metainfo classes (ms_rcnn.CheckedCocoDataset '
                 f'refuses this when the dataset is built).')
+
+
+def check_evaluable(annotations: List[dict], ann_file: str, metrics: Sequence[str]) -> None:
+    """Refuse ground truth that COCOeval would stop on with a bare ``KeyError``.
+
+    Args:
+        annotations (list[dict]): The annotations of the file.
+        ann_file (str): The file, for the message.
+        metrics (Sequence[str]): The metrics to compute (``'bbox'``, ``'segm'``, ...).
+
+    Raises:
+        ValueError: Some annotation lacks a field these metrics read; names the file, the
+            fields and the annotation ids.
+    """
+    needed = ['area', 'iscrowd']
+    if {'bbox', 'proposal', 'proposal_fast'} & set(metrics):
+        needed.append('bbox')
+    if 'segm' in metrics:
+        needed.append('segmentation')
+    lacking = annotations_lacking(annotations, needed)
+    if lacking:
+        details = '; '.join(
+            f'{len(ids)} without {field!r} (ids {", ".join(map(str, ids[:5]))}'
+            f'{", ..." if len(ids) > 5 else ""})' for field, ids in lacking.items())
+        raise ValueError(
+            f'{ann_file}: COCO evaluation needs {", ".join(needed)} in every annotation: '
+            f'{details}. Fix the file (tools/check_dataset.py lists every problem; see '
+            f'docs/bad_data.md).')
 
 
 def annotations_lacking(annotations: List[dict], fields: Sequence[str]) -> Dict[str, list]:

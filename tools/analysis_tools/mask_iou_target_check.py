@@ -15,7 +15,6 @@ pasted IoU, the mean absolute and mean signed difference, and the same over targ
 RoIs that enter the loss).
 """
 import argparse
-import json
 import os.path as osp
 import sys
 from typing import Dict, List, Optional
@@ -30,6 +29,7 @@ from ms_rcnn.analysis import correlations  # noqa: E402
 from ms_rcnn.models.mask_iou_math import logit_threshold  # noqa: E402
 from ms_rcnn.utils.checkpoint import check_checkpoint_fits  # noqa: E402
 from ms_rcnn.utils.config import load_config  # noqa: E402
+from ms_rcnn.utils.json_report import write_json  # noqa: E402
 
 
 def pasted_ious(mask_logits: torch.Tensor, boxes: torch.Tensor, gt_masks: np.ndarray,
@@ -138,8 +138,7 @@ def main(argv: Optional[List[str]] = None) -> dict:
               f"Spearman {r['spearman']:.3f}  mean |target - pasted IoU| "
               f"{r['mean_abs_diff']:.3f}  mean (target - pasted IoU) {r['mean_signed_diff']:+.3f}")
     if args.json:
-        with open(args.json, 'w') as f:
-            json.dump(report, f, indent=2)
+        write_json(args.json, report)
     return report
 
 

@@ -32,6 +32,8 @@ command prints ``error: ...`` and exits with status 1, writing nothing):
 
 - ``OUT_DIR`` equal to or inside ``BALLOON_ROOT`` (or ``BALLOON_ROOT`` being
   ``OUT_DIR/annotations``): error.
+- ``OUT_DIR`` (or its ``annotations``/``images``) being a file, or ``OUT_DIR/images/<split>``
+  being a real directory rather than an earlier run's link: error.
 - Missing or unreadable VIA JSON, or JSON that is not a VIA dict of entries: error.
 - An entry without ``filename``, a ``filename`` that is absolute or leaves the split
   directory, or the same ``filename`` twice: error.
@@ -410,6 +412,12 @@ def convert(balloon_root: str, out_dir: str, splits: Sequence[str]) -> Dict[str,
     for split in splits:
         image_dir = osp.join(balloon_root, split)
         cocos[split] = convert_split(osp.join(image_dir, VIA_FILENAME), image_dir)
+    for path in (out_dir, ann_dir, osp.join(out_dir, 'images')):
+        if osp.exists(path) and not osp.isdir(path):
+            raise ConversionError(f'{path} exists and is not a directory; choose another '
+                                  'OUT_DIR')
+    for split in splits:
+        check_link_target(osp.join(out_dir, 'images', split))
     os.makedirs(ann_dir, exist_ok=True)
     files = {}
     for split, coco in cocos.items():
@@ -429,12 +437,21 @@ def link_split_images(image_dir: str, link: str) -> None:
     while the images stay where they are.
     """
     os.makedirs(osp.dirname(link), exist_ok=True)
+    check_link_target(link)
     if osp.islink(link):
         os.remove(link)
-    elif osp.exists(link):
+    os.symlink(osp.abspath(image_dir), link)
+
+
+def check_link_target(link: str) -> None:
+    """Refuse to replace anything at ``link`` but a symbolic link (or nothing).
+
+    Raises:
+        ConversionError: ``link`` is a file or a directory.
+    """
+    if osp.lexists(link) and not osp.islink(link):
         raise ConversionError(f'{link} exists and is not a link; remove it or choose another '
                               'OUT_DIR')
-    os.symlink(osp.abspath(image_dir), link)
 
 
 def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
@@ -470,6 +487,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         convert(args.balloon_root, args.out_dir, args.splits)
     except ConversionError as e:
         print(f'error: {e}', file=sys.stderr)
+        return 1
+    except OSError as e:  # e.g. no permission to write OUT_DIR
+        print(f'error: {e.filename}: {e.strerror or e}', file=sys.stderr)
         return 1
     return 0
 
