@@ -21,7 +21,7 @@ from .utils.json_report import write_json
 
 
 def build_test_loader(cfg: Config):
-    """The test dataloader of a config, single-process and without shuffling."""
+    """The test dataloader of a config, in this process (no workers), sampler as configured."""
     loader_cfg = cfg.test_dataloader.copy()
     loader_cfg.update(num_workers=0, persistent_workers=False)
     return Runner.build_dataloader(loader_cfg)

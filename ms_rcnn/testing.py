@@ -9,7 +9,7 @@ from typing import Any, Callable, Sequence
 import cv2
 import numpy as np
 import torch
-from mmengine.config import Config
+from mmengine.config import Config, ConfigDict
 from torch.overrides import TorchFunctionMode
 from torch.utils._pytree import tree_leaves
 
@@ -82,7 +82,7 @@ def make_toy_coco(root: str, splits: Sequence[str] = ('train', 'val'), num_image
 
 
 def small_model_cfg(num_classes: int, base: str = 'configs/ms_rcnn/ms-rcnn_r50_fpn_1x_coco.py',
-                    depth: int = 18) -> Config:
+                    depth: int = 18) -> ConfigDict:
     """A from-scratch ResNet-18-FPN version of a config's model (no pretrained weights).
 
     Args:
@@ -91,7 +91,7 @@ def small_model_cfg(num_classes: int, base: str = 'configs/ms_rcnn/ms-rcnn_r50_f
         depth (int): ResNet depth (18 or 34). Defaults to 18.
 
     Returns:
-        Config: The model config.
+        ConfigDict: The model config (the config's ``model``).
     """
     cfg = Config.fromfile(osp.join(REPO_ROOT, base))
     model = cfg.model

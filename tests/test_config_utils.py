@@ -50,3 +50,21 @@ def test_other_overrides_given_with_the_data_root_still_win(tmp_path):
 def test_missing_data_root_from_cfg_options_is_named(tmp_path):
     with pytest.raises(FileNotFoundError, match='nowhere'):
         load_config(BALLOON, cfg_options={'data_root': str(tmp_path / 'nowhere')})
+
+
+def test_data_root_reaches_datasets_inside_wrappers(tmp_path):
+    """ConcatDataset's children and a RepeatDataset's inner dataset get the new root too."""
+    child = tmp_path / 'concat.py'
+    child.write_text(
+        f"_base_ = {BALLOON!r}\n"
+        "_inner = dict(type='ms_rcnn.CheckedCocoDataset', data_root='old/', ann_file='a.json')\n"
+        "train_dataloader = dict(dataset=dict(_delete_=True, type='ConcatDataset', datasets=[\n"
+        "    _inner, dict(type='RepeatDataset', times=2, dataset=dict(_inner, "
+        "ann_file='b.json'))]))\n")
+    root = str(tmp_path / 'new') + '/'
+    (tmp_path / 'new').mkdir()
+    for cfg in (load_config(str(child), data_root=root),
+                load_config(str(child), cfg_options={'data_root': root})):
+        first, repeat = cfg.train_dataloader.dataset.datasets
+        assert first.data_root == root and repeat.dataset.data_root == root
+        assert 'data_root' not in repeat  # a wrapper gets no data_root it would not take

@@ -1,6 +1,7 @@
 """Package-level behaviour: version checks, registries, safe checkpoint loading."""
 import collections
 import pathlib
+import io
 import pickle
 
 import numpy as np
@@ -127,6 +128,21 @@ class TestSafeCheckpoints:
         path.write_bytes(data[:int(len(data) * keep)])
         with pytest.raises(NotACheckpointError, match=str(path)):
             load_local_checkpoint(str(path))
+
+    @pytest.mark.filterwarnings('ignore:Detected pickle protocol')
+    def test_every_cut_of_an_old_format_checkpoint_is_named(self, tmp_path):
+        # torch's legacy (pickle) reader fails with EOFError, IndexError or struct.error on
+        # some cuts in the first few hundred bytes.
+        buf = io.BytesIO()
+        torch.save({'state_dict': {'w': torch.ones(50, 50), 'b': torch.ones(7)},
+                    'meta': {'epoch': 3}}, buf, _use_new_zipfile_serialization=False)
+        data = buf.getvalue()
+        path = tmp_path / 'old.pth'
+        for length in list(range(4, 600)) + list(range(600, len(data), 97)):
+            path.write_bytes(data[:length])
+            with pytest.raises((NotACheckpointError, UnsafeCheckpointError)) as info:
+                load_local_checkpoint(str(path))
+            assert str(path) in str(info.value), (length, info.value)
 
     def test_unreadable_checkpoint_does_not_advise_unsafe_loading(self, tmp_path, monkeypatch):
         path = tmp_path / 'odd.pth'

@@ -112,6 +112,16 @@ def test_test_tool_names_a_missing_checkpoint(toy_root, tmp_path):
     assert proc.returncode != 0 and 'none.pth does not exist' in proc.stderr
 
 
+def test_test_tool_hands_a_url_checkpoint_to_mmengine(toy_root, tmp_path):
+    # As in mmdet's tools/test.py: a URL is downloaded, not refused as a missing file.
+    url = 'http://127.0.0.1:9/ms_rcnn.pth'  # the discard port: refused at once
+    proc = subprocess.run([PY, 'tools/test.py', TOY_CONFIG, url, '--data-root', toy_root,
+                           '--work-dir', str(tmp_path)], cwd=REPO_ROOT, capture_output=True,
+                          text=True, timeout=300)
+    assert proc.returncode != 0 and 'does not exist' not in proc.stderr
+    assert 'Connection refused' in proc.stderr, proc.stderr[-2000:]
+
+
 def test_mim_train_and_test_with_the_editable_install(trained, toy_root, tmp_path):
     run([MIM, 'train', 'ms_rcnn', TOY_CONFIG, '--work-dir', str(tmp_path), '--data-root',
          toy_root, '--cfg-options', 'train_cfg.max_epochs=1'], cwd=str(tmp_path))

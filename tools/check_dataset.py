@@ -27,10 +27,11 @@ import os.path as osp
 import sys
 from collections import Counter
 from dataclasses import asdict
-from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 from ms_rcnn.datasets.coco_checks import (ERROR, WARNING, DatasetInputError, Problem,
                                           check_coco, load_annotation_file)
+from ms_rcnn.utils.config import dataset_cfgs
 
 
 def _join_root(data_root: str, path: str) -> str:
@@ -38,19 +39,6 @@ def _join_root(data_root: str, path: str) -> str:
     if data_root and not osp.isabs(path):
         return osp.join(data_root, path)
     return path
-
-
-def _leaf_datasets(dataset: Any) -> Iterator[dict]:
-    """Dataset configs that have an ``ann_file``, through ``dataset``/``datasets`` wrappers."""
-    if not isinstance(dataset, dict):
-        return
-    if dataset.get('ann_file'):
-        yield dataset
-    elif 'dataset' in dataset:
-        yield from _leaf_datasets(dataset['dataset'])
-    elif isinstance(dataset.get('datasets'), list):
-        for child in dataset['datasets']:
-            yield from _leaf_datasets(child)
 
 
 def _dataset_source(dataset: dict, data_root: Optional[str]) -> Tuple[str, str]:
@@ -87,7 +75,8 @@ def sources_from_config(config: str, split: str,
     loader = cfg.get(f'{split}_dataloader')
     if not isinstance(loader, dict):
         raise DatasetInputError(f'config {config} has no {split}_dataloader')
-    sources = [_dataset_source(d, data_root) for d in _leaf_datasets(loader.get('dataset'))]
+    sources = [_dataset_source(d, data_root) for d in dataset_cfgs(loader.get('dataset'))
+               if d.get('ann_file')]
     if not sources:
         raise DatasetInputError(f'{split}_dataloader.dataset in {config} has no ann_file')
     return sources

@@ -4,6 +4,7 @@ import os
 import os.path as osp
 
 from mmengine.config import DictAction
+from mmengine.registry import RUNNERS
 from mmengine.runner import Runner
 
 import ms_rcnn  # noqa: F401  registers modules and the safe checkpoint loader
@@ -17,7 +18,7 @@ from mmdet.utils import setup_cache_size_limit_of_dynamo
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description='Test (and evaluate) a model')
     parser.add_argument('config', help='test config file path')
-    parser.add_argument('checkpoint', help='checkpoint file')
+    parser.add_argument('checkpoint', help='checkpoint file, or a URL that mmengine downloads')
     parser.add_argument('--work-dir', help='the directory to save the evaluation metrics')
     parser.add_argument('--out', help='dump predictions to a pickle file (.pkl)')
     parser.add_argument('--show', action='store_true', help='show prediction results')
@@ -37,7 +38,7 @@ def parse_args(argv=None):
 def main(argv=None):
     args = parse_args(argv)
     setup_cache_size_limit_of_dynamo()
-    if not osp.isfile(args.checkpoint):
+    if '://' not in args.checkpoint and not osp.isfile(args.checkpoint):
         raise SystemExit(f'checkpoint {args.checkpoint} does not exist')
     cfg = load_config(args.config, args.cfg_options, args.data_root, args.work_dir,
                       args.launcher)
@@ -46,7 +47,7 @@ def main(argv=None):
         cfg = trigger_visualization_hook(cfg, args)
     if args.out is not None and not args.out.endswith(('.pkl', '.pickle')):
         raise SystemExit(f'--out must be a .pkl file, got {args.out}')
-    runner = Runner.from_cfg(cfg)
+    runner = RUNNERS.build(cfg) if 'runner_type' in cfg else Runner.from_cfg(cfg)
     runner.register_hook(CheckpointFitHook())
     if args.out is not None:
         runner.test_evaluator.metrics.append(DumpDetResults(out_file_path=args.out))

@@ -17,6 +17,7 @@ import copyreg
 import os
 import pickle
 import re
+import struct
 from collections import Counter, OrderedDict
 from typing import Any, Dict, List, Mapping, Sequence, Tuple
 
@@ -101,6 +102,7 @@ def load_local_checkpoint(filename: str, map_location=None) -> Any:
 
     Raises:
         FileNotFoundError: The file does not exist.
+        NotACheckpointError: The file is not one ``torch.save`` wrote, or is cut short.
         UnsafeCheckpointError: The file holds types outside the allowlist; the message names
             them and how to load a trusted file.
     """
@@ -113,6 +115,10 @@ def load_local_checkpoint(filename: str, map_location=None) -> Any:
     except OSError as err:  # torch's zip reader on a short truncated file
         raise NotACheckpointError(
             f'checkpoint {filename} cannot be read ({err}); it may be truncated') from None
+    except (EOFError, IndexError, struct.error) as err:  # old (pickle) format, cut short
+        raise NotACheckpointError(
+            f'checkpoint {filename} is truncated or damaged ({type(err).__name__}: {err}); '
+            f'save or copy it again') from None
     except RuntimeError as err:
         if 'magic number' in str(err):
             raise NotACheckpointError(

@@ -1,17 +1,29 @@
 """Helpers that adjust configs for a user's data."""
 import os.path as osp
-from typing import Optional
+from typing import Any, Iterator, Optional
 
 from mmengine.config import Config
 from mmengine.config import utils as config_utils
 
 
-def _datasets(loader_cfg):
-    """The dataset configs of a dataloader config, through dataset wrappers."""
-    dataset = loader_cfg.get('dataset') if loader_cfg else None
-    while dataset is not None:
-        yield dataset
-        dataset = dataset.get('dataset')
+def dataset_cfgs(dataset: Any) -> Iterator[dict]:
+    """A dataset config and every one inside it, depth first.
+
+    Follows wrappers' ``dataset`` (``RepeatDataset``, ``ClassBalancedDataset``, ...) and
+    ``ConcatDataset``'s ``datasets``.
+
+    Args:
+        dataset (dict | None): A dataset config, e.g. ``cfg.train_dataloader.dataset``.
+
+    Yields:
+        dict: Each dataset config, wrappers before what they wrap.
+    """
+    if not isinstance(dataset, dict):
+        return
+    yield dataset
+    yield from dataset_cfgs(dataset.get('dataset'))
+    for child in dataset.get('datasets') or []:
+        yield from dataset_cfgs(child)
 
 
 def set_data_root(cfg: Config, data_root: str) -> Config:
@@ -34,7 +46,7 @@ def set_data_root(cfg: Config, data_root: str) -> Config:
     cfg.data_root = data_root
     for split in ('train', 'val', 'test'):
         loader = cfg.get(f'{split}_dataloader')
-        datasets = list(_datasets(loader))
+        datasets = list(dataset_cfgs(loader.get('dataset') if loader else None))
         for dataset in datasets:
             if 'data_root' in dataset or 'ann_file' in dataset:
                 dataset.data_root = data_root
