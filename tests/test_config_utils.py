@@ -68,3 +68,29 @@ def test_data_root_reaches_datasets_inside_wrappers(tmp_path):
         first, repeat = cfg.train_dataloader.dataset.datasets
         assert first.data_root == root and repeat.dataset.data_root == root
         assert 'data_root' not in repeat  # a wrapper gets no data_root it would not take
+
+
+def test_torchvision_weights_are_found_where_a_model_loads_them():
+    from ms_rcnn.utils.config import torchvision_weights
+    model = dict(backbone=dict(init_cfg=dict(type='Pretrained',
+                                             checkpoint='torchvision://resnet50')),
+                 neck=[dict(init_cfg=dict(checkpoint='open-mmlab://x')),
+                       dict(pretrained='torchvision://vgg16', name='torchvision://not_weights')])
+    assert torchvision_weights(model) == [
+        'model.backbone.init_cfg.checkpoint=torchvision://resnet50',
+        'model.neck[1].pretrained=torchvision://vgg16']
+
+
+def test_training_refuses_torchvision_weights_without_torchvision(monkeypatch):
+    import sys
+    from mmengine.config import Config
+    from ms_rcnn.utils.config import check_pretrained_weights_loadable
+    r50 = osp.join(REPO_ROOT, 'configs', 'ms_rcnn', 'ms-rcnn_r50_fpn_1x_coco.py')
+    monkeypatch.setitem(sys.modules, 'torchvision', None)  # import torchvision fails
+    with pytest.raises(ImportError) as info:
+        check_pretrained_weights_loadable(Config.fromfile(r50), r50)
+    message = str(info.value)
+    assert message.startswith(f'{r50}: model.backbone.init_cfg.checkpoint=torchvision://'
+                              'resnet50 loads ImageNet weights through torchvision')
+    assert message.endswith('--cfg-options model.backbone.init_cfg=None')
+    check_pretrained_weights_loadable(Config.fromfile(BALLOON), BALLOON)  # from scratch: fine

@@ -139,7 +139,8 @@ def test_launchers_do_not_pin_a_cuda_device_without_one(monkeypatch):
                            SLURM_NODELIST='localhost', MASTER_ADDR='127.0.0.1',
                            MASTER_PORT='29999').items():
         monkeypatch.setenv(key, value)
-    dist_utils._init_dist_slurm('gloo')
+    with pytest.warns(UserWarning, match='backend is gloo instead of nccl'):
+        dist_utils._init_dist_slurm('nccl')  # the default of mmdet's configs needs GPUs
     assert calls == [('gloo', {}), ('gloo', {})]
     assert (os.environ['RANK'], os.environ['WORLD_SIZE'], os.environ['LOCAL_RANK']) == \
         ('1', '2', '1')
@@ -202,12 +203,14 @@ def test_torchrun_testing_gathers_predictions_of_both_ranks(dist_trained, toy_ro
 @pytest.mark.slow
 def test_mim_train_with_pytorch_launcher_on_cpu(dist_config, toy_root, tmp_path):
     """`mim train ... --launcher pytorch --gpus 2` runs `python -m torch.distributed.launch
-    --nproc_per_node=2`; mim does not check for GPUs, so with gloo it trains on the CPU."""
+    --nproc_per_node=2`; mim does not check for GPUs, so with gloo it trains on the CPU. Here
+    with mmdet's default nccl backend, which ms_rcnn replaces by gloo without a GPU."""
     out = run([MIM, 'train', 'ms_rcnn', dist_config, '--launcher', 'pytorch', '--gpus',
                str(NPROC), '--port', str(free_port()), '--work-dir', str(tmp_path),
-               '--data-root', toy_root, '--cfg-options', 'train_cfg.max_epochs=1', *NO_VAL],
-              cwd=str(tmp_path))
+               '--data-root', toy_root, '--cfg-options', 'train_cfg.max_epochs=1',
+               'env_cfg.dist_cfg.backend=nccl', *NO_VAL], cwd=str(tmp_path))
     assert 'torch.distributed.launch --nproc_per_node=2' in out
+    assert out.count('the distributed backend is gloo instead of nccl') == NPROC
     assert 'Epoch(train) [1][1/1]' in out
     assert_ranks_agree(str(tmp_path), str(tmp_path / 'epoch_1.pth'))
 

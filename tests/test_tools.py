@@ -96,6 +96,21 @@ def test_train_refuses_amp_without_a_gpu_before_building_anything(toy_root, tmp_
     assert not os.listdir(tmp_path)  # no log, no dumped config
 
 
+def test_train_names_the_missing_torchvision_before_building_anything(tmp_path):
+    try:
+        import torchvision  # noqa: F401
+        pytest.skip('torchvision is importable here: the ImageNet weights would be downloaded')
+    except Exception:  # noqa: BLE001  missing or broken, as the check sees it
+        pass
+    proc = subprocess.run([PY, 'tools/train.py', 'configs/ms_rcnn/ms-rcnn_r50_fpn_1x_coco.py',
+                           '--work-dir', str(tmp_path)], cwd=REPO_ROOT, capture_output=True,
+                          text=True, timeout=300)
+    assert proc.returncode != 0
+    assert 'ImportError: configs/ms_rcnn/ms-rcnn_r50_fpn_1x_coco.py: model.backbone.init_cfg.' \
+           'checkpoint=torchvision://resnet50 loads ImageNet weights' in proc.stderr
+    assert os.listdir(tmp_path) == []  # stopped before the runner made its log directory
+
+
 def test_resume_refuses_a_checkpoint_of_another_model(without_mask_iou_head, toy_root,
                                                       tmp_path):
     path = without_mask_iou_head

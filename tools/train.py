@@ -10,7 +10,7 @@ from mmengine.runner import Runner, find_latest_checkpoint
 
 import ms_rcnn  # noqa: F401  registers modules and the safe checkpoint loader
 from ms_rcnn.engine import CheckpointFitHook
-from ms_rcnn.utils.config import load_config
+from ms_rcnn.utils.config import check_pretrained_weights_loadable, load_config
 from mmdet.utils import setup_cache_size_limit_of_dynamo
 
 
@@ -67,6 +67,7 @@ def main(argv=None):
     args = parse_args(argv)
     setup_cache_size_limit_of_dynamo()
     cfg = build_config(args)
+    check_pretrained_weights_loadable(cfg, args.config)
     runner = RUNNERS.build(cfg) if 'runner_type' in cfg else Runner.from_cfg(cfg)
     if cfg.get('resume'):
         runner.register_hook(CheckpointFitHook())

@@ -14,13 +14,15 @@ Two places in mmengine 0.10.7 assume CUDA when a launcher is used:
 :func:`enable_cpu_distributed` (called on ``import ms_rcnn``) changes exactly those failure
 cases and nothing else. When no accelerator is available, mmengine's own launcher functions run
 with ``torch.cuda.set_device`` made a no-op for the duration of the call (there is no device to
-pin; everything else, environment set-up included, is mmengine's code), and
-``MMDistributedDataParallel`` drops ``device_ids`` / ``output_device`` for a module whose
-parameters and buffers are all on the CPU. With a GPU the original code paths run unchanged.
-Use a CPU backend: ``env_cfg.dist_cfg.backend='gloo'``.
+pin; everything else, environment set-up included, is mmengine's code), and with the ``nccl``
+backend of mmdet's configs, which needs GPUs, replaced by ``gloo`` (with a warning; set
+``env_cfg.dist_cfg.backend='gloo'`` to choose it yourself). ``MMDistributedDataParallel`` drops
+``device_ids`` / ``output_device`` for a module whose parameters and buffers are all on the
+CPU. With a GPU the original code paths run unchanged.
 """
 import contextlib
 import functools
+import warnings
 
 import torch
 
@@ -46,16 +48,25 @@ def _no_cuda_set_device():
         torch.cuda.set_device = original
 
 
+def cpu_backend(backend: str) -> str:
+    """The process-group backend to use without an accelerator: gloo for nccl, else as given."""
+    if backend != 'nccl':
+        return backend
+    warnings.warn('no GPU: the distributed backend is gloo instead of nccl (set '
+                  "env_cfg.dist_cfg.backend='gloo' to choose it yourself)", stacklevel=3)
+    return 'gloo'
+
+
 def _cpu_aware(init_fn):
     if getattr(init_fn, '_ms_rcnn_cpu_aware', False):
         return init_fn
 
     @functools.wraps(init_fn)
-    def wrapper(*args, **kwargs):
+    def wrapper(backend, *args, **kwargs):
         if _has_accelerator():
-            return init_fn(*args, **kwargs)
+            return init_fn(backend, *args, **kwargs)
         with _no_cuda_set_device():
-            return init_fn(*args, **kwargs)
+            return init_fn(cpu_backend(backend), *args, **kwargs)
 
     wrapper._ms_rcnn_cpu_aware = True
     return wrapper

@@ -1,6 +1,6 @@
 """Helpers that adjust configs for a user's data."""
 import os.path as osp
-from typing import Any, Iterator, Optional
+from typing import Any, Iterator, List, Optional
 
 from mmengine.config import Config
 from mmengine.config import utils as config_utils
@@ -94,6 +94,63 @@ def load_config(path: str, cfg_options: Optional[dict] = None, data_root: Option
     elif cfg.get('work_dir', None) is None:
         cfg.work_dir = osp.join('./work_dirs', osp.splitext(osp.basename(path))[0])
     return cfg
+
+
+def torchvision_weights(node: Any, field: str = 'model') -> List[str]:
+    """Every ``torchvision://`` checkpoint a model config loads, as ``'field=value'``.
+
+    mmdet's pytorch-style ResNet configs start from ImageNet weights named so
+    (``model.backbone.init_cfg.checkpoint='torchvision://resnet50'``); loading them imports
+    torchvision.
+
+    Args:
+        node: A config node, e.g. ``cfg.model``.
+        field (str): Its dotted name, for the result.
+
+    Returns:
+        list[str]: ``'model.backbone.init_cfg.checkpoint=torchvision://resnet50'`` and the like.
+    """
+    if isinstance(node, str):
+        return [f'{field}={node}'] if node.startswith('torchvision://') else []
+    if isinstance(node, dict):
+        return [found for key, value in node.items()
+                if key in ('checkpoint', 'pretrained') or isinstance(value, (dict, list, tuple))
+                for found in torchvision_weights(value, f'{field}.{key}')]
+    if isinstance(node, (list, tuple)):
+        return [found for index, value in enumerate(node)
+                for found in torchvision_weights(value, f'{field}[{index}]')]
+    return []
+
+
+def check_pretrained_weights_loadable(cfg: Config, path: str) -> None:
+    """Refuse, before anything is built, ImageNet weights that torchvision cannot provide.
+
+    Without it, training stops after the datasets are built with a ``ModuleNotFoundError``
+    deep in mmengine's weight initialisation.
+
+    Args:
+        cfg (Config): The training config.
+        path (str): Its file, for the message.
+
+    Raises:
+        ImportError: The model loads ``torchvision://`` weights and torchvision cannot be
+            imported; says what to install, or how to train from scratch.
+    """
+    fields = torchvision_weights(cfg.get('model'))
+    if not fields:
+        return
+    try:
+        import torchvision  # noqa: F401
+    except Exception as exc:  # noqa: BLE001  missing, or built for another torch
+        import torch
+        major, minor = (int(v) for v in torch.__version__.split('.')[:2])
+        match = f'torchvision==0.{minor + 15}.*' if major == 2 else 'torchvision'
+        raise ImportError(
+            f'{path}: {", ".join(fields)} loads ImageNet weights through torchvision, which '
+            f'cannot be imported ({type(exc).__name__}: {exc}). Install the torchvision '
+            f'that matches torch {torch.__version__} ({match}, from the same index as torch: '
+            f'a CPU build needs the CPU torchvision), or train from scratch with '
+            f'--cfg-options model.backbone.init_cfg=None') from None
 
 
 def enable_package_config_inheritance() -> None:

@@ -1,4 +1,4 @@
-"""Check the MaskIoU training targets against the true IoU of the pasted masks.
+r"""Check the MaskIoU training targets against the true IoU of the pasted masks.
 
 The paper computes a positive RoI's target at RoI resolution (S x S, 28): the binarised
 predicted mask against the RoI's mask target, with the ground truth's full area recovered from
