@@ -94,3 +94,28 @@ def test_training_refuses_torchvision_weights_without_torchvision(monkeypatch):
                               'resnet50 loads ImageNet weights through torchvision')
     assert message.endswith('--cfg-options model.backbone.init_cfg=None')
     check_pretrained_weights_loadable(Config.fromfile(BALLOON), BALLOON)  # from scratch: fine
+
+
+def readme_child_config():
+    """The child-config example of README.md's Usage section."""
+    with open(osp.join(REPO_ROOT, 'README.md'), encoding='utf-8') as f:
+        blocks = f.read().split('```python\n')[1:]
+    (block, ) = [b.split('```')[0] for b in blocks if "_base_ = 'ms_rcnn::" in b]
+    return block
+
+
+def test_the_readme_child_config_sets_every_path_of_the_users_data(tmp_path):
+    from mmengine.config import Config
+    path = tmp_path / 'my_config.py'
+    path.write_text(readme_child_config())
+    cfg = Config.fromfile(str(path))
+    assert cfg.model.roi_head.mask_iou_head.num_classes == 3
+    for split, name in (('train', 'train'), ('val', 'val'), ('test', 'val')):
+        dataset = cfg[f'{split}_dataloader'].dataset
+        assert dataset.type == 'ms_rcnn.CheckedCocoDataset'
+        assert (dataset.data_root, dataset.ann_file, dataset.data_prefix.img) == (
+            'data/pets/', f'annotations/{name}.json', f'images/{name}/')
+        assert dataset.metainfo.classes == ('cat', 'dog', 'bird')
+    for split in ('val', 'test'):
+        assert cfg[f'{split}_evaluator'].type == 'ms_rcnn.MaskScoringCocoMetric'
+        assert cfg[f'{split}_evaluator'].ann_file == 'data/pets/annotations/val.json'
