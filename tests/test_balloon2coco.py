@@ -219,6 +219,32 @@ def test_an_image_dir_in_the_way_writes_nothing(balloon, tmp_path, capsys):
     assert not (out_dir / 'images' / 'train').exists()
 
 
+@pytest.mark.parametrize('in_the_way', ['broken images link', 'annotation file is a dir'])
+def test_other_things_in_the_way_write_nothing(balloon, tmp_path, capsys, in_the_way):
+    out_dir = tmp_path / 'out'
+    out_dir.mkdir()
+    if in_the_way == 'broken images link':
+        (out_dir / 'images').symlink_to(tmp_path / 'gone')
+        expected = f'{out_dir}/images exists and is not a directory'
+    else:
+        (out_dir / 'annotations' / 'instances_val.json').mkdir(parents=True)
+        expected = f'{out_dir}/annotations/instances_val.json exists and is not a file'
+    assert b2c.main([str(balloon), str(out_dir)]) == 1
+    assert capsys.readouterr().err.startswith(f'error: {expected}')
+    assert not (out_dir / 'annotations' / 'instances_train.json').exists()
+    assert not osp.lexists(out_dir / 'images' / 'train')
+
+
+def test_an_os_error_without_a_file_name_is_still_a_one_line_error(balloon, tmp_path, capsys,
+                                                                   monkeypatch):
+    def full_disk(obj, path):
+        raise OSError(28, 'No space left on device')
+
+    monkeypatch.setattr(b2c, 'dump_json_atomic', full_disk)
+    assert b2c.main([str(balloon), str(tmp_path / 'out')]) == 1
+    assert capsys.readouterr().err == 'error: No space left on device\n'
+
+
 def test_an_out_dir_that_is_a_file_is_an_error_not_a_traceback(balloon, tmp_path, capsys):
     out_file = tmp_path / 'out'
     out_file.write_text('mine')

@@ -155,6 +155,8 @@ CASES = [
      {('nonfinite_coordinates', 'img1.png', 10)}),
     ('nonfinite_huge_int_area', lambda a, d: _set(a['annotations'][1], 'area', 10**400),
      {('nonfinite_coordinates', 'img2.png', 20)}),
+    ('invalid_image_entry_huge_width', lambda a, d: _set(a['images'][0], 'width', 10**400),
+     {('invalid_image_entry', 'img1.png', None)}),
     ('iscrowd_missing', lambda a, d: a['annotations'][0].pop('iscrowd'),
      {('iscrowd_invalid', 'img1.png', 10)}),
     ('iscrowd_string', lambda a, d: _set(a['annotations'][1], 'iscrowd', '0'),

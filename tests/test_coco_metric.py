@@ -89,20 +89,21 @@ def test_boxes_keep_the_classification_score_and_masks_the_mask_score(tmp_path):
     np.testing.assert_allclose(result['mask_scores'], [0.3, 0.6])
 
 
-def test_a_label_whose_class_is_missing_from_the_file_is_named(tmp_path):
-    """A misspelt class leaves mmdet fewer category ids than classes: results2json would fail."""
+@pytest.mark.parametrize('classes', [('balloon', 'ballon'), ('ballon', 'balloon')])
+def test_a_class_missing_from_the_file_is_named_whatever_the_label(tmp_path, classes):
+    """mmdet maps labels to the file's categories named in ``classes``: a misspelt class
+    shifts the ones after it (results under other categories) or fails in results2json."""
     path = write_coco(tmp_path / 'val.json')
     metric = MaskScoringCocoMetric(ann_file=path, metric='bbox')
-    metric.dataset_meta = dict(classes=('balloon', 'ballon'))
+    metric.dataset_meta = dict(classes=classes)
     sample = dict(img_id=1, ori_shape=(16, 16), pred_instances=dict(
         bboxes=torch.tensor([[2.0, 2.0, 10.0, 10.0]] * 2), labels=torch.tensor([0, 0]),
         scores=torch.tensor([0.3, 0.6])))
-    metric.process({}, [sample])  # label 0 has its category: stored as usual
-    assert len(metric.results) == 1
-    sample['pred_instances']['labels'] = torch.tensor([0, 1])
     with pytest.raises(ValueError) as info:
         metric.process({}, [sample])
     assert str(info.value).startswith(
-        f"{path}: the model predicted class index 1, but only 1 of the dataset's classes "
-        "('balloon', 'ballon') are categories of this file (missing: 'ballon'; the file has "
+        f"{path}: the dataset's classes 'ballon' are no categories of this file (it has "
         "['balloon'])")
+    metric.dataset_meta = dict(classes=('balloon', ))
+    metric.process({}, [sample])  # the right name: stored as usual
+    assert len(metric.results) == 1  # only the accepted batch

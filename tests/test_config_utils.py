@@ -75,10 +75,12 @@ def test_torchvision_weights_are_found_where_a_model_loads_them():
     model = dict(backbone=dict(init_cfg=dict(type='Pretrained',
                                              checkpoint='torchvision://resnet50')),
                  neck=[dict(init_cfg=dict(checkpoint='open-mmlab://x')),
-                       dict(pretrained='torchvision://vgg16', name='torchvision://not_weights')])
+                       dict(pretrained='torchvision://vgg16', name='torchvision://not_weights'),
+                       dict(init_cfg=dict(checkpoint='modelzoo://resnet18'))])
     assert torchvision_weights(model) == [
         'model.backbone.init_cfg.checkpoint=torchvision://resnet50',
-        'model.neck[1].pretrained=torchvision://vgg16']
+        'model.neck[1].pretrained=torchvision://vgg16',
+        'model.neck[2].init_cfg.checkpoint=modelzoo://resnet18']
 
 
 def test_training_refuses_torchvision_weights_without_torchvision(monkeypatch):
@@ -94,6 +96,9 @@ def test_training_refuses_torchvision_weights_without_torchvision(monkeypatch):
                               'resnet50 loads ImageNet weights through torchvision')
     assert message.endswith('--cfg-options model.backbone.init_cfg=None')
     check_pretrained_weights_loadable(Config.fromfile(BALLOON), BALLOON)  # from scratch: fine
+    old_style = Config(dict(model=dict(pretrained='torchvision://resnet50')))
+    with pytest.raises(ImportError, match=r'--cfg-options model\.pretrained=None$'):
+        check_pretrained_weights_loadable(old_style, 'old.py')
 
 
 def readme_child_config():

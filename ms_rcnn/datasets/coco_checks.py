@@ -160,9 +160,13 @@ def is_id(value: Any) -> bool:
     return isinstance(value, (int, str)) and not isinstance(value, bool)
 
 
+#: Sizes at or beyond this do not fit the 32-bit integers of pycocotools and OpenCV.
+MAX_SIZE = 2 ** 31
+
+
 def _is_positive_int(value: Any) -> bool:
-    """Whether ``value`` is a positive integer (booleans excluded)."""
-    return isinstance(value, int) and not isinstance(value, bool) and value > 0
+    """Whether ``value`` is a positive integer below :data:`MAX_SIZE` (booleans excluded)."""
+    return isinstance(value, int) and not isinstance(value, bool) and 0 < value < MAX_SIZE
 
 
 def is_finite(value: float) -> bool:

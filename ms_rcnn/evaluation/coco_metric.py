@@ -37,26 +37,30 @@ class MaskScoringCocoMetric(CocoMetric):
                 name missing from it), named here rather than as an IndexError when the
                 results are converted after the whole run.
         """
-        super().process(data_batch, data_samples)
-        stored = self.results[len(self.results) - len(data_samples):]
         classes = (self.dataset_meta or {}).get('classes')
-        for (_, result), sample in zip(stored, data_samples):
-            labels = result.get('labels')
+        for sample in data_samples:
+            labels = sample['pred_instances'].get('labels')
             if classes is not None and labels is not None and len(labels):
                 self._check_label(int(labels.max()), tuple(classes))
+        super().process(data_batch, data_samples)
+        stored = self.results[len(self.results) - len(data_samples):]
+        for (_, result), sample in zip(stored, data_samples):
             pred = sample['pred_instances']
             if 'bbox_scores' in pred:
                 result['mask_scores'] = result['scores']
                 result['scores'] = pred['bbox_scores'].detach().cpu().numpy()
 
     def _check_label(self, label: int, classes: tuple) -> None:
-        """Refuse a predicted label that the results can't be written for.
+        """Refuse a predicted label that the results can't be written for, or written right.
 
-        mmdet writes label ``i`` as the ``i``-th category id of the annotation file whose name
-        is in ``classes``; a class name missing from the file leaves fewer ids than classes.
+        mmdet writes label ``i`` as the ``i``-th category id of the annotation file among
+        those named in ``classes``. A class name missing from the file leaves fewer ids than
+        classes and shifts the ones after it: results land in other categories than the
+        labels were trained on (when the training file has the class), or the conversion
+        fails with an ``IndexError`` after the whole run.
 
         Raises:
-            ValueError: ``label`` has no class, or its class has no category in the file.
+            ValueError: ``label`` has no class, or a class name is no category of the file.
         """
         if label >= len(classes):
             raise ValueError(
@@ -65,16 +69,14 @@ class MaskScoringCocoMetric(CocoMetric):
                 f'the config to {len(classes)}, or the dataset\'s metainfo classes')
         if self._coco_api is None:
             return  # the ground truth is built from the dataset itself, one id per class
-        num_ids = len(self._coco_api.get_cat_ids(cat_names=list(classes)))
-        if label >= num_ids:
-            names = {cat['name'] for cat in self._coco_api.cats.values()}
-            missing = [name for name in classes if name not in names]
+        names = {cat['name'] for cat in self._coco_api.cats.values()}
+        missing = [name for name in classes if name not in names]
+        if missing:
             raise ValueError(
-                f'{self._ann_file}: the model predicted class index {label}, but only {num_ids} '
-                f'of the dataset\'s classes {classes} are categories of this file (missing: '
-                f'{", ".join(map(repr, missing))}; the file has {sorted(names)}), so its results '
-                f'cannot be written. Fix the metainfo classes (ms_rcnn.CheckedCocoDataset '
-                f'refuses this when the dataset is built).')
+                f'{self._ann_file}: the dataset\'s classes {", ".join(map(repr, missing))} are '
+                f'no categories of this file (it has {sorted(names)}), so the results of the '
+                f'classes after them would be written under other categories. Fix the metainfo '
+                f'classes (ms_rcnn.CheckedCocoDataset refuses this when the dataset is built).')
 
 
 def check_evaluable(annotations: List[dict], ann_file: str, metrics: Sequence[str]) -> None:

@@ -1,5 +1,6 @@
 """Helpers that adjust configs for a user's data."""
 import os.path as osp
+import re
 from typing import Any, Iterator, List, Optional
 
 from mmengine.config import Config
@@ -96,8 +97,13 @@ def load_config(path: str, cfg_options: Optional[dict] = None, data_root: Option
     return cfg
 
 
+#: Checkpoint prefixes that mmengine loads through torchvision's model zoo.
+TORCHVISION_SCHEMES = ('torchvision://', 'modelzoo://')
+
+
 def torchvision_weights(node: Any, field: str = 'model') -> List[str]:
-    """Every ``torchvision://`` checkpoint a model config loads, as ``'field=value'``.
+    """Every ``torchvision://`` (or ``modelzoo://``) checkpoint a model config loads, as
+    ``'field=value'``.
 
     mmdet's pytorch-style ResNet configs start from ImageNet weights named so
     (``model.backbone.init_cfg.checkpoint='torchvision://resnet50'``); loading them imports
@@ -111,7 +117,7 @@ def torchvision_weights(node: Any, field: str = 'model') -> List[str]:
         list[str]: ``'model.backbone.init_cfg.checkpoint=torchvision://resnet50'`` and the like.
     """
     if isinstance(node, str):
-        return [f'{field}={node}'] if node.startswith('torchvision://') else []
+        return [f'{field}={node}'] if node.startswith(TORCHVISION_SCHEMES) else []
     if isinstance(node, dict):
         return [found for key, value in node.items()
                 if key in ('checkpoint', 'pretrained') or isinstance(value, (dict, list, tuple))
@@ -145,12 +151,15 @@ def check_pretrained_weights_loadable(cfg: Config, path: str) -> None:
         import torch
         major, minor = (int(v) for v in torch.__version__.split('.')[:2])
         match = f'torchvision==0.{minor + 15}.*' if major == 2 else 'torchvision'
+        # An init_cfg goes as a whole; a ``pretrained`` string is set to None itself.
+        scratch = ' '.join(sorted({
+            re.sub(r'\.checkpoint$', '', found.split('=')[0]) + '=None' for found in fields}))
         raise ImportError(
             f'{path}: {", ".join(fields)} loads ImageNet weights through torchvision, which '
             f'cannot be imported ({type(exc).__name__}: {exc}). Install the torchvision '
             f'that matches torch {torch.__version__} ({match}, from the same index as torch: '
             f'a CPU build needs the CPU torchvision), or train from scratch with '
-            f'--cfg-options model.backbone.init_cfg=None') from None
+            f'--cfg-options {scratch}') from None
 
 
 def enable_package_config_inheritance() -> None:

@@ -412,12 +412,7 @@ def convert(balloon_root: str, out_dir: str, splits: Sequence[str]) -> Dict[str,
     for split in splits:
         image_dir = osp.join(balloon_root, split)
         cocos[split] = convert_split(osp.join(image_dir, VIA_FILENAME), image_dir)
-    for path in (out_dir, ann_dir, osp.join(out_dir, 'images')):
-        if osp.exists(path) and not osp.isdir(path):
-            raise ConversionError(f'{path} exists and is not a directory; choose another '
-                                  'OUT_DIR')
-    for split in splits:
-        check_link_target(osp.join(out_dir, 'images', split))
+    check_outputs(out_dir, splits)
     os.makedirs(ann_dir, exist_ok=True)
     files = {}
     for split, coco in cocos.items():
@@ -427,6 +422,26 @@ def convert(balloon_root: str, out_dir: str, splits: Sequence[str]) -> Dict[str,
               f'-> {files[split]}')
         link_split_images(osp.join(balloon_root, split), osp.join(out_dir, 'images', split))
     return files
+
+
+def check_outputs(out_dir: str, splits: Sequence[str]) -> None:
+    """Refuse, before anything is written, outputs that something else stands in the way of.
+
+    Raises:
+        ConversionError: ``OUT_DIR`` (or its ``annotations``/``images``) is not a directory
+            (a file, a broken link), an annotation file's name is taken by something other
+            than a file, or ``images/<split>`` is not a link.
+    """
+    for path in (out_dir, osp.join(out_dir, 'annotations'), osp.join(out_dir, 'images')):
+        if osp.lexists(path) and not osp.isdir(path):
+            raise ConversionError(f'{path} exists and is not a directory; choose another '
+                                  'OUT_DIR')
+    for split in splits:
+        ann_file = osp.join(out_dir, 'annotations', f'instances_{split}.json')
+        if osp.lexists(ann_file) and not osp.isfile(ann_file):
+            raise ConversionError(f'{ann_file} exists and is not a file; choose another '
+                                  'OUT_DIR')
+        check_link_target(osp.join(out_dir, 'images', split))
 
 
 def link_split_images(image_dir: str, link: str) -> None:
@@ -488,8 +503,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     except ConversionError as e:
         print(f'error: {e}', file=sys.stderr)
         return 1
-    except OSError as e:  # e.g. no permission to write OUT_DIR
-        print(f'error: {e.filename}: {e.strerror or e}', file=sys.stderr)
+    except OSError as e:  # e.g. no permission to write OUT_DIR, a full disk
+        where = f'{e.filename}: ' if e.filename else ''
+        print(f'error: {where}{e.strerror or e}', file=sys.stderr)
         return 1
     return 0
 
