@@ -1,4 +1,4 @@
-"""High-level helpers: run a checkpoint over a test split, and draw predictions."""
+"""High-level helpers: run a checkpoint over a test split, draw predictions, and infer."""
 import os
 import os.path as osp
 from typing import List, Optional, Tuple
@@ -8,7 +8,7 @@ import numpy as np
 import pycocotools.mask as mask_utils
 import torch
 from mmengine.config import Config
-from mmdet.apis import init_detector
+from mmdet.apis import DetInferencer, init_detector
 from mmengine.runner import Runner
 from pycocotools.coco import COCO
 from tqdm import tqdm
@@ -139,3 +139,39 @@ def save_visualizations(samples, classes, out_dir: str, score_thr: float = 0.3) 
         cv2.imwrite(path, np.concatenate([image, drawn], axis=1))
         paths.append(path)
     return paths
+
+
+#: The prediction fields of MS R-CNN beyond mmdet's (``scores`` is the mask score).
+SCORING_FIELDS = ('bbox_scores', 'mask_ious')
+
+
+class MaskScoringDetInferencer(DetInferencer):
+    """mmdet's ``DetInferencer`` whose prediction dicts keep MS R-CNN's scores.
+
+    mmdet's dicts (and ``out_dir/preds/*.json``) hold ``labels``, ``scores``, ``bboxes`` and
+    ``masks`` only; these also hold ``bbox_scores`` (classification score) and ``mask_ious``
+    (predicted MaskIoU), with ``scores`` the mask score as before. Takes the arguments of
+    :class:`mmdet.apis.DetInferencer`; for instance predictions (not panoptic ones).
+
+    Example:
+        >>> import ms_rcnn
+        >>> from ms_rcnn.apis import MaskScoringDetInferencer
+        >>> inferencer = MaskScoringDetInferencer(CONFIG, CHECKPOINT, device='cpu')
+        >>> inferencer('image.jpg', out_dir='out', no_save_pred=False)['predictions'][0]
+    """
+
+    def pred2dict(self, data_sample, pred_out_dir: str = '') -> dict:
+        """mmdet's prediction dict plus :data:`SCORING_FIELDS`, saved where mmdet saves it."""
+        result = super().pred2dict(data_sample, pred_out_dir='')
+        pred = data_sample.get('pred_instances')
+        for field in SCORING_FIELDS:
+            if pred is not None and field in pred:
+                result[field] = pred[field].detach().cpu().tolist()
+        if pred_out_dir:
+            if data_sample.get('img_path'):
+                name = osp.splitext(osp.basename(data_sample.img_path))[0]
+            else:  # an array input (mmdet's own naming fails on its img_path of None)
+                name = str(self.num_predicted_imgs)
+                self.num_predicted_imgs += 1
+            write_json(osp.join(pred_out_dir, 'preds', f'{name}.json'), result)
+        return result

@@ -130,7 +130,7 @@ def make_nuclei_coco(out_dir: str, cache_dir: str, tile: int = 128, scale: int =
                 images.append(dict(id=image_id, file_name=name, height=size, width=size))
                 anns += tile_annotations(lab, scale, min_area, image_id, len(anns) + 1)
         coco = dict(images=images, annotations=anns,
-                    categories=[dict(id=1, name='nucleus')])
+                    categories=[dict(id=1, name='nucleus', supercategory='nucleus')])
         path = osp.join(out_dir, 'annotations', f'instances_{split}.json')
         with open(path + '.part', 'w') as f:
             json.dump(coco, f)

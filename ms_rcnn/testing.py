@@ -74,7 +74,8 @@ def make_toy_coco(root: str, splits: Sequence[str] = ('train', 'val'), num_image
             cv2.imwrite(osp.join(img_dir, name), img)
             images.append(dict(id=img_id, file_name=name, height=height, width=width))
         coco = dict(images=images, annotations=annotations,
-                    categories=[dict(id=i + 1, name=c) for i, c in enumerate(classes)])
+                    categories=[dict(id=i + 1, name=c, supercategory=c)
+                                for i, c in enumerate(classes)])
         files[split] = osp.join(root, 'annotations', f'instances_{split}.json')
         with open(files[split], 'w') as f:
             json.dump(coco, f)

@@ -76,7 +76,7 @@ def convert(root, split='train'):
 
 def test_convert_split_exact_values(balloon):
     coco = convert(balloon)
-    assert coco['categories'] == [{'id': 1, 'name': 'balloon'}]
+    assert coco['categories'] == [{'id': 1, 'name': 'balloon', 'supercategory': 'balloon'}]
     assert coco['images'] == [
         {'id': 1, 'file_name': 'a.png', 'height': 20, 'width': 30},
         {'id': 2, 'file_name': 'b.jpg', 'height': 10, 'width': 8},

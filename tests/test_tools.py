@@ -263,3 +263,26 @@ def test_mmdet_inference_api_loads_our_checkpoint(trained, toy_root):
     assert all(torch.equal(v, state[k]) for k, v in model.state_dict().items())
     result = inference_detector(model, osp.join(toy_root, 'images', 'val', 'val_0001.png'))
     assert {'scores', 'bbox_scores', 'mask_ious', 'masks'} <= set(result.pred_instances.keys())
+
+
+def test_our_inferencer_keeps_the_scoring_fields(trained, toy_root, tmp_path):
+    """mmdet's DetInferencer dicts drop bbox_scores and mask_ious; ours keep them, in the
+    returned dicts and in out_dir/preds/*.json, for file and array inputs alike."""
+    import cv2
+    from mmdet.apis import DetInferencer
+    from ms_rcnn.apis import MaskScoringDetInferencer
+    image = osp.join(toy_root, 'images', 'val', 'val_0001.png')
+    args = (TOY_CONFIG, osp.join(trained, 'epoch_2.pth'))
+    theirs = DetInferencer(*args, device='cpu')(image, pred_score_thr=0.0)['predictions'][0]
+    assert 'bbox_scores' not in theirs  # why ours exists
+    ours = MaskScoringDetInferencer(*args, device='cpu')
+    out = ours([image, cv2.imread(image)], out_dir=str(tmp_path), no_save_pred=False,
+               pred_score_thr=0.0)['predictions']
+    for pred in out:
+        assert len(pred['bbox_scores']) == len(pred['mask_ious']) == len(pred['scores']) > 0
+        assert pred['scores'] == pytest.approx(
+            [b * m for b, m in zip(pred['bbox_scores'], pred['mask_ious'])], abs=1e-6)
+    assert {k: v for k, v in out[0].items() if k not in ('bbox_scores', 'mask_ious')} == theirs
+    for name, pred in (('val_0001', out[0]), ('0', out[1])):
+        with open(tmp_path / 'preds' / f'{name}.json') as f:
+            assert json.load(f) == pred

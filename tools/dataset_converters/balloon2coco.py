@@ -6,9 +6,9 @@ Usage::
 
 For each split this reads ``BALLOON_ROOT/<split>/via_region_data.json`` (VIA 1.x/2.x region
 export, or a whole VIA project file with an ``_via_img_metadata`` key) and writes
-``OUT_DIR/annotations/instances_<split>.json`` with one category ``{"id": 1, "name":
-"balloon"}``. Image ``file_name`` is relative to ``BALLOON_ROOT/<split>/``, so an mmdet config
-uses ``data_root=BALLOON_ROOT``, ``data_prefix=dict(img='<split>/')`` and
+``OUT_DIR/annotations/instances_<split>.json`` with one category ``{"id": 1, "name": "balloon",
+"supercategory": "balloon"}``. Image ``file_name`` is relative to ``BALLOON_ROOT/<split>/``, so
+an mmdet config uses ``data_root=BALLOON_ROOT``, ``data_prefix=dict(img='<split>/')`` and
 ``ann_file=OUT_DIR/annotations/instances_<split>.json`` (an absolute path).
 
 Conversion rules:
@@ -59,7 +59,7 @@ from typing import Dict, Iterable, List, Optional, Sequence, Tuple
 
 from PIL import Image, UnidentifiedImageError
 
-CATEGORY = {'id': 1, 'name': 'balloon'}
+CATEGORY = {'id': 1, 'name': 'balloon', 'supercategory': 'balloon'}
 VIA_FILENAME = 'via_region_data.json'
 # EXIF orientations that rotate the image by 90 degrees (width and height swap on decoding).
 _TRANSPOSED_ORIENTATIONS = (5, 6, 7, 8)
