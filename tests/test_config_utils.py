@@ -78,9 +78,9 @@ def test_torchvision_weights_are_found_where_a_model_loads_them():
                        dict(pretrained='torchvision://vgg16', name='torchvision://not_weights'),
                        dict(init_cfg=dict(checkpoint='modelzoo://resnet18'))])
     assert torchvision_weights(model) == [
-        'model.backbone.init_cfg.checkpoint=torchvision://resnet50',
-        'model.neck[1].pretrained=torchvision://vgg16',
-        'model.neck[2].init_cfg.checkpoint=modelzoo://resnet18']
+        ('model.backbone.init_cfg.checkpoint', 'torchvision://resnet50'),
+        ('model.neck[1].pretrained', 'torchvision://vgg16'),
+        ('model.neck[2].init_cfg.checkpoint', 'modelzoo://resnet18')]
 
 
 def test_training_refuses_torchvision_weights_without_torchvision(monkeypatch):

@@ -127,9 +127,8 @@ def problem_action(ann: dict, problem: Problem) -> str:
     return POLICY[problem.kind]
 
 
-def _annotation_action(ann: dict, problems: List[Problem]) -> str:
-    """The one action for an annotation with these problems (the most severe wins)."""
-    actions = {problem_action(ann, problem) for problem in problems}
+def _most_severe(actions: Sequence[str]) -> str:
+    """The one action for an annotation whose problems call for these actions."""
     for action in (DROP_INSTANCE, DROP_PARTS, CLIP_BOX, FILL_AREA, FILL_ISCROWD, KEEP):
         if action in actions:
             return action
@@ -189,14 +188,14 @@ def clean_coco(data: Any, expect_masks: bool = True,
         if not found:
             kept.append(ann)
             continue
-        action = _annotation_action(ann, found)
-        fixed = None if action == DROP_INSTANCE else _repair(
+        actions = [problem_action(ann, problem) for problem in found]
+        fixed = None if _most_severe(actions) == DROP_INSTANCE else _repair(
             ann, images_by_id.get(ann.get('image_id')), found)
         if fixed is None:
-            report.actions.extend((problem, DROP_INSTANCE) for problem in found)
+            actions = [DROP_INSTANCE] * len(found)
         else:
             kept.append(fixed)
-            report.actions.extend((problem, problem_action(ann, problem)) for problem in found)
+        report.actions.extend(zip(found, actions))
     report.data = dict(data, annotations=kept)
     return report
 

@@ -38,10 +38,12 @@ class MaskScoringCocoMetric(CocoMetric):
                 results are converted after the whole run.
         """
         classes = (self.dataset_meta or {}).get('classes')
-        for sample in data_samples:
-            labels = sample['pred_instances'].get('labels')
-            if classes is not None and labels is not None and len(labels):
-                self._check_label(int(labels.max()), tuple(classes))
+        if classes is not None:
+            self._check_classes_in_file(tuple(classes))
+            for sample in data_samples:
+                labels = sample['pred_instances'].get('labels')
+                if labels is not None and len(labels):
+                    self._check_label(int(labels.max()), tuple(classes))
         super().process(data_batch, data_samples)
         stored = self.results[len(self.results) - len(data_samples):]
         for (_, result), sample in zip(stored, data_samples):
@@ -51,7 +53,19 @@ class MaskScoringCocoMetric(CocoMetric):
                 result['scores'] = pred['bbox_scores'].detach().cpu().numpy()
 
     def _check_label(self, label: int, classes: tuple) -> None:
-        """Refuse a predicted label that the results can't be written for, or written right.
+        """Refuse a predicted label that has no class in the dataset.
+
+        Raises:
+            ValueError: ``label`` is beyond ``classes``.
+        """
+        if label >= len(classes):
+            raise ValueError(
+                f'the model predicted class index {label}, but the dataset has '
+                f'{len(classes)} classes {classes}: set num_classes of the heads in '
+                f'the config to {len(classes)}, or the dataset\'s metainfo classes')
+
+    def _check_classes_in_file(self, classes: tuple) -> None:
+        """Refuse classes whose results could not be written, or not written right.
 
         mmdet writes label ``i`` as the ``i``-th category id of the annotation file among
         those named in ``classes``. A class name missing from the file leaves fewer ids than
@@ -60,13 +74,8 @@ class MaskScoringCocoMetric(CocoMetric):
         fails with an ``IndexError`` after the whole run.
 
         Raises:
-            ValueError: ``label`` has no class, or a class name is no category of the file.
+            ValueError: A class name is no category of the file.
         """
-        if label >= len(classes):
-            raise ValueError(
-                f'the model predicted class index {label}, but the dataset has '
-                f'{len(classes)} classes {classes}: set num_classes of the heads in '
-                f'the config to {len(classes)}, or the dataset\'s metainfo classes')
         if self._coco_api is None:
             return  # the ground truth is built from the dataset itself, one id per class
         names = {cat['name'] for cat in self._coco_api.cats.values()}

@@ -1,7 +1,7 @@
 """Helpers that adjust configs for a user's data."""
 import os.path as osp
 import re
-from typing import Any, Iterator, List, Optional
+from typing import Any, Iterator, List, Optional, Tuple
 
 from mmengine.config import Config
 from mmengine.config import utils as config_utils
@@ -101,9 +101,8 @@ def load_config(path: str, cfg_options: Optional[dict] = None, data_root: Option
 TORCHVISION_SCHEMES = ('torchvision://', 'modelzoo://')
 
 
-def torchvision_weights(node: Any, field: str = 'model') -> List[str]:
-    """Every ``torchvision://`` (or ``modelzoo://``) checkpoint a model config loads, as
-    ``'field=value'``.
+def torchvision_weights(node: Any, field: str = 'model') -> List[Tuple[str, str]]:
+    """Every ``torchvision://`` (or ``modelzoo://``) checkpoint a model config loads.
 
     mmdet's pytorch-style ResNet configs start from ImageNet weights named so
     (``model.backbone.init_cfg.checkpoint='torchvision://resnet50'``); loading them imports
@@ -114,10 +113,11 @@ def torchvision_weights(node: Any, field: str = 'model') -> List[str]:
         field (str): Its dotted name, for the result.
 
     Returns:
-        list[str]: ``'model.backbone.init_cfg.checkpoint=torchvision://resnet50'`` and the like.
+        list[tuple[str, str]]: ``(field, checkpoint)`` pairs, e.g.
+        ``('model.backbone.init_cfg.checkpoint', 'torchvision://resnet50')``.
     """
     if isinstance(node, str):
-        return [f'{field}={node}'] if node.startswith(TORCHVISION_SCHEMES) else []
+        return [(field, node)] if node.startswith(TORCHVISION_SCHEMES) else []
     if isinstance(node, dict):
         return [found for key, value in node.items()
                 if key in ('checkpoint', 'pretrained') or isinstance(value, (dict, list, tuple))
@@ -152,10 +152,11 @@ def check_pretrained_weights_loadable(cfg: Config, path: str) -> None:
         major, minor = (int(v) for v in torch.__version__.split('.')[:2])
         match = f'torchvision==0.{minor + 15}.*' if major == 2 else 'torchvision'
         # An init_cfg goes as a whole; a ``pretrained`` string is set to None itself.
-        scratch = ' '.join(sorted({
-            re.sub(r'\.checkpoint$', '', found.split('=')[0]) + '=None' for found in fields}))
+        scratch = ' '.join(sorted({re.sub(r'\.checkpoint$', '', field) + '=None'
+                                   for field, _ in fields}))
+        named = ', '.join(f'{field}={checkpoint}' for field, checkpoint in fields)
         raise ImportError(
-            f'{path}: {", ".join(fields)} loads ImageNet weights through torchvision, which '
+            f'{path}: {named} loads ImageNet weights through torchvision, which '
             f'cannot be imported ({type(exc).__name__}: {exc}). Install the torchvision '
             f'that matches torch {torch.__version__} ({match}, from the same index as torch: '
             f'a CPU build needs the CPU torchvision), or train from scratch with '
