@@ -1,8 +1,13 @@
 """Package-level behaviour: version checks, registries, safe checkpoint loading."""
 import collections
-import pathlib
+import importlib.util
 import io
+import os
+import pathlib
 import pickle
+import shutil
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -39,6 +44,74 @@ class TestVersionCheck:
         text = open(REPO_ROOT + '/requirements.txt').read()
         for name, (low, high) in compat.SUPPORTED.items():
             assert f'{name}>={low},<{high}' in text
+
+
+def load_check_torch():
+    spec = importlib.util.spec_from_file_location('check_torch', REPO_ROOT + '/tools/check_torch.py')
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+class TestTorchRangeCheck:
+    """tools/check_torch.py, which tools/setup_env.sh runs before it builds mmcv."""
+
+    def test_reads_the_torch_line_only(self):
+        check_torch = load_check_torch()
+        text = 'torchvision>=0.1\n# torch<1\ntorch>=2.1,<2.16  # note\nmmdet>=3.3.0,<3.4.0\n'
+        assert check_torch.torch_specifier(text) == '>=2.1,<2.16'
+        assert check_torch.torch_specifier('mmdet>=3.3\n') == ''
+
+    @pytest.mark.parametrize('version,expected', [
+        ('2.13.0+cpu', True), ('2.14.1+cu130', True), ('2.15.0', True),
+        ('2.14.0a0+git1234', True),  # NVIDIA containers' pre-release builds
+        ('2.16.0', False), ('2.0.1', False)])
+    def test_local_labels_and_pre_releases(self, version, expected):
+        assert load_check_torch().in_range(version, '>=2.1,<2.16') is expected
+
+    def test_this_torch_is_in_the_requirements_range(self):
+        assert load_check_torch().main([REPO_ROOT + '/requirements.txt']) == 0
+
+    def test_a_torch_outside_the_range_stops_with_the_fix(self, tmp_path, capsys):
+        requirements = tmp_path / 'requirements.txt'
+        requirements.write_text('torch>=1.0,<2.0\n')
+        assert load_check_torch().main([str(requirements)]) == 1
+        err = capsys.readouterr().err
+        assert f'torch {torch.__version__} is installed' in err
+        assert 'torch>=1.0,<2.0' in err and str(requirements) in err
+        assert 'pip install "torch>=1.0,<2.0"' in err
+
+    def test_setup_env_stops_before_building_mmcv(self, tmp_path):
+        # A copy of the set-up whose requirements exclude this torch, run with a "venv" whose
+        # python is this interpreter: it must stop at the check, before mmcv or pip.
+        root = tmp_path / 'repo'
+        (root / 'tools').mkdir(parents=True)
+        for name in ('setup_env.sh', 'check_torch.py'):
+            shutil.copy(f'{REPO_ROOT}/tools/{name}', root / 'tools' / name)
+        (root / 'requirements.txt').write_text('torch>=1.0,<2.0\nmmdet>=3.3.0,<3.4.0\n')
+        (root / 'setup.cfg').write_text('')
+        venv_bin = tmp_path / 'venv' / 'bin'
+        venv_bin.mkdir(parents=True)
+        # pip is refused, so that a set-up that went past the check cannot touch this venv.
+        (venv_bin / 'python').write_text(
+            '#!/bin/sh\n[ "$1 $2" = "-m pip" ] && { echo "pip was called" >&2; exit 97; }\n'
+            f'exec {sys.executable} "$@"\n')
+        (venv_bin / 'python').chmod(0o755)
+        result = subprocess.run(['bash', str(root / 'tools' / 'setup_env.sh')],
+                                env=dict(os.environ, VENV=str(tmp_path / 'venv')),
+                                capture_output=True, text=True, timeout=120)
+        assert result.returncode == 1, result.stderr
+        assert 'pip was called' not in result.stderr
+        assert f'torch {torch.__version__} is installed' in result.stderr
+        assert 'reusing torch' in result.stderr
+        assert 'mmcv' not in result.stderr.replace('the mmcv ops built', '')
+        assert not (tmp_path / 'venv' / '.ms_rcnn_setup').exists()
+
+    def test_no_torch_line_is_an_error_naming_the_file(self, tmp_path, capsys):
+        requirements = tmp_path / 'requirements.txt'
+        requirements.write_text('mmdet>=3.3.0,<3.4.0\n')
+        assert load_check_torch().main([str(requirements)]) == 2
+        assert str(requirements) in capsys.readouterr().err
 
 
 class Opaque:

@@ -8,7 +8,8 @@
 #   PYTHON      interpreter used to create it (default: python3)
 #   TORCH_SPEC  pip requirement for torch when none is importable (default: torch==2.13.0).
 #               An importable torch (in VENV, or in the system site-packages that the venv
-#               sees) is reused as it is: this script never replaces it.
+#               sees) is reused as it is: this script never replaces it, and stops with a
+#               message when it is outside the range of requirements.txt.
 #   MAX_JOBS    parallel compile jobs for mmcv's ops (default: number of cores)
 set -euo pipefail
 
@@ -42,6 +43,8 @@ else
   log "installing $TORCH_SPEC"
   "${PIP[@]}" "$TORCH_SPEC"
 fi
+# requirements.txt would replace a torch outside its range, after mmcv was built against it.
+"$PY" "$ROOT/tools/check_torch.py" "$ROOT/requirements.txt"
 
 # mmcv 2.1 has no wheel on PyPI: build it from source with its compiled ops (CUDA ops too when
 # torch has CUDA and nvcc is found). Its setup.py imports pkg_resources (gone in setuptools 80),
