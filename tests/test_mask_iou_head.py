@@ -39,6 +39,27 @@ def test_equal_weights_give_equal_outputs_to_mmdet():
     assert torch.allclose(ours(feats, masks), theirs(feats, masks), atol=1e-6)
 
 
+def test_equal_weights_give_equal_gradients_to_mmdet():
+    # Our ReLUs work in place; the gradients must still be mmdet's.
+    torch.manual_seed(0)
+    theirs = MMDetMaskIoUHead(num_classes=4, in_channels=8, conv_out_channels=8,
+                              fc_out_channels=16)
+    theirs.init_weights()
+    ours = small_head(num_classes=4)
+    ours.load_state_dict(theirs.state_dict(), strict=True)
+    feats, masks = torch.randn(6, 8, 14, 14), torch.randn(6, 28, 28)
+    grads = []
+    for head in (ours, theirs):
+        x, m = feats.clone().requires_grad_(), masks.clone().requires_grad_()
+        head.zero_grad()
+        (head(x, m) ** 2).sum().backward()
+        grads.append([x.grad, m.grad] + [p.grad for p in head.parameters()])
+    assert len(grads[0]) == len(grads[1]) == 2 + 14
+    for ours_grad, their_grad in zip(*grads):
+        assert ours_grad.abs().sum() > 0
+        torch.testing.assert_close(ours_grad, their_grad, rtol=1e-5, atol=1e-6)
+
+
 def one_image_batch():
     """One image, one 8x8-pixel instance at (4, 4); two positive RoIs on it."""
     masks = np.zeros((1, 16, 16), np.uint8)
