@@ -60,6 +60,24 @@ def test_equal_weights_give_equal_gradients_to_mmdet():
         torch.testing.assert_close(ours_grad, their_grad, rtol=1e-5, atol=1e-6)
 
 
+def test_traced_and_exported_head_give_the_eager_result():
+    # Deployment paths: tracing and export must see plain ops (in-place ReLUs, and the FC
+    # layers' oneDNN shortcut turned off while tracing or exporting).
+    torch.manual_seed(0)
+    head = small_head().eval()
+    head.init_weights()
+    feats, masks = torch.randn(5, 8, 14, 14), torch.randn(5, 28, 28)
+    with torch.no_grad():
+        eager = head(feats, masks)
+        traced = torch.jit.trace(head, (feats, masks))
+        exported = torch.export.export(head, (feats, masks)).module()
+        other_feats, other_masks = torch.randn(5, 8, 14, 14), torch.randn(5, 28, 28)
+        for run in (traced, exported):
+            torch.testing.assert_close(run(feats, masks), eager, rtol=1e-5, atol=1e-6)
+            torch.testing.assert_close(run(other_feats, other_masks),
+                                       head(other_feats, other_masks), rtol=1e-5, atol=1e-6)
+
+
 def one_image_batch():
     """One image, one 8x8-pixel instance at (4, 4); two positive RoIs on it."""
     masks = np.zeros((1, 16, 16), np.uint8)
