@@ -10,6 +10,7 @@ from mmengine.config import ConfigDict
 from mmengine.structures import InstanceData
 
 from ms_rcnn.models import MaskIoUHead
+from ms_rcnn.models.mask_iou_head import cat_channels_last
 
 
 def small_head(**kwargs):
@@ -76,6 +77,21 @@ def test_traced_and_exported_head_give_the_eager_result():
             torch.testing.assert_close(run(feats, masks), eager, rtol=1e-5, atol=1e-6)
             torch.testing.assert_close(run(other_feats, other_masks),
                                        head(other_feats, other_masks), rtol=1e-5, atol=1e-6)
+
+
+def test_cat_channels_last_is_cat_in_nhwc_memory_with_the_same_gradients():
+    torch.manual_seed(0)
+    first, second = torch.randn(3, 5, 4, 6), torch.randn(3, 2, 4, 6)
+    grad_out = torch.randn(3, 7, 4, 6)
+    results = []
+    for cat in (cat_channels_last, lambda a, b: torch.cat((a, b), 1)):
+        a, b = first.clone().requires_grad_(), second.clone().requires_grad_()
+        out = cat(a, b)
+        out.backward(grad_out)
+        results.append((out.detach(), a.grad, b.grad))
+    assert results[0][0].is_contiguous(memory_format=torch.channels_last)
+    for ours, reference in zip(*results):
+        assert torch.equal(ours, reference)
 
 
 def one_image_batch():
