@@ -92,6 +92,10 @@ def test_cat_channels_last_is_cat_in_nhwc_memory_with_the_same_gradients():
     assert results[0][0].is_contiguous(memory_format=torch.channels_last)
     for ours, reference in zip(*results):
         assert torch.equal(ours, reference)
+    with torch.no_grad():  # the path that writes straight into channels-last memory
+        out = cat_channels_last(first, second)
+    assert out.is_contiguous(memory_format=torch.channels_last)
+    assert torch.equal(out, results[1][0])
 
 
 def one_image_batch():
