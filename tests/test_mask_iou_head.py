@@ -1,4 +1,5 @@
 """The MaskIoU head: forward, targets, loss and prediction fields."""
+import warnings
 from types import SimpleNamespace
 
 import numpy as np
@@ -70,7 +71,9 @@ def test_traced_and_exported_head_give_the_eager_result():
     feats, masks = torch.randn(5, 8, 14, 14), torch.randn(5, 28, 28)
     with torch.no_grad():
         eager = head(feats, masks)
-        traced = torch.jit.trace(head, (feats, masks))
+        with warnings.catch_warnings():  # torch >= 2.14 deprecates tracing; mmdeploy uses it
+            warnings.simplefilter('ignore', FutureWarning)
+            traced = torch.jit.trace(head, (feats, masks))
         exported = torch.export.export(head, (feats, masks)).module()
         other_feats, other_masks = torch.randn(5, 8, 14, 14), torch.randn(5, 28, 28)
         for run in (traced, exported):
