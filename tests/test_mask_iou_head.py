@@ -63,23 +63,65 @@ def test_equal_weights_give_equal_gradients_to_mmdet():
 
 
 def test_traced_and_exported_head_give_the_eager_result():
-    # Deployment paths: tracing and export must see plain ops (in-place ReLUs, and the FC
-    # layers' oneDNN shortcut turned off while tracing or exporting).
+    # Deployment: the graph must hold plain ops (no oneDNN shortcut, no buffer of a fixed
+    # device or dtype) and take any number of RoIs.
     torch.manual_seed(0)
     head = small_head().eval()
     head.init_weights()
     feats, masks = torch.randn(5, 8, 14, 14), torch.randn(5, 28, 28)
     with torch.no_grad():
-        eager = head(feats, masks)
         with warnings.catch_warnings():  # torch >= 2.14 deprecates tracing; mmdeploy uses it
             warnings.simplefilter('ignore', FutureWarning)
             traced = torch.jit.trace(head, (feats, masks))
-        exported = torch.export.export(head, (feats, masks)).module()
-        other_feats, other_masks = torch.randn(5, 8, 14, 14), torch.randn(5, 28, 28)
-        for run in (traced, exported):
-            torch.testing.assert_close(run(feats, masks), eager, rtol=1e-5, atol=1e-6)
-            torch.testing.assert_close(run(other_feats, other_masks),
-                                       head(other_feats, other_masks), rtol=1e-5, atol=1e-6)
+        rois = torch.export.Dim('rois', min=1, max=1000)
+        exported = torch.export.export(
+            head, (feats, masks),
+            dynamic_shapes=dict(mask_feat={0: rois}, mask_preds={0: rois})).module()
+        for n in (5, 7, 1):
+            other_feats, other_masks = torch.randn(n, 8, 14, 14), torch.randn(n, 28, 28)
+            eager = head(other_feats, other_masks)
+            for run in (traced, exported):
+                torch.testing.assert_close(run(other_feats, other_masks), eager,
+                                           rtol=1e-5, atol=1e-6)
+        assert traced(feats[:0], masks[:0]).shape == (0, 3)
+        # A graph traced in fp32 runs in bfloat16 once the weights are converted.
+        traced.to(torch.bfloat16)
+        head.to(torch.bfloat16)
+        torch.testing.assert_close(traced(feats.bfloat16(), masks.bfloat16()),
+                                   head(feats.bfloat16(), masks.bfloat16()))
+
+
+def test_forward_hooks_see_the_layer_output_before_the_relu():
+    # Feature extraction and Grad-CAM hook the convs: the ReLU must not overwrite what a
+    # hook holds, and backward through a hooked output must work, as with mmdet's head.
+    torch.manual_seed(0)
+    theirs = MMDetMaskIoUHead(num_classes=4, in_channels=8, conv_out_channels=8,
+                              fc_out_channels=16)
+    theirs.init_weights()
+    ours = small_head(num_classes=4)
+    ours.load_state_dict(theirs.state_dict(), strict=True)
+    feats, masks = torch.randn(6, 8, 14, 14), torch.randn(6, 28, 28)
+    held = []
+    for head in (ours, theirs):
+        outputs = {}
+        handles = [head.convs[1].register_forward_hook(
+                       lambda module, args, out: outputs.__setitem__('conv', out)),
+                   head.fcs[0].register_forward_hook(
+                       lambda module, args, out: outputs.__setitem__('fc', out))]
+        with torch.no_grad():
+            head(feats, masks)
+            held.append({k: v.clone() for k, v in outputs.items()})
+        head.zero_grad()
+        # The square saves the hooked output for backward: an in-place ReLU would break it.
+        (head(feats, masks).sum() + (outputs['conv'] ** 2).sum()).backward()
+        held[-1]['grad'] = head.convs[0].weight.grad.clone()
+        for handle in handles:
+            handle.remove()
+    assert (held[0]['conv'] < 0).any() and (held[0]['fc'] < 0).any()
+    for key in ('conv', 'fc'):
+        torch.testing.assert_close(held[0][key], held[1][key], rtol=1e-5, atol=1e-6)
+    # Channels-last and NCHW convs sum in other orders; the squared loss makes sums large.
+    torch.testing.assert_close(held[0]['grad'], held[1]['grad'], rtol=1e-4, atol=1e-5)
 
 
 def test_cat_channels_last_is_cat_in_nhwc_memory_with_the_same_gradients():

@@ -12,7 +12,7 @@ from torch.nn.modules.utils import _pair
 
 from ..registry import MODELS
 from .mask_iou_math import batch_area_ratios, mask_iou_targets
-from .onednn_linear import OneDNNLinear
+from .onednn_linear import OneDNNLinear, tracing_or_compiling
 
 
 @MODELS.register_module()
@@ -80,9 +80,7 @@ class MaskIoUHead(BaseModule):
         # OneDNNLinear is nn.Linear (same parameters and hooks) with faster fp32 CPU inference.
         self.fcs = nn.ModuleList(OneDNNLinear(c, fc_out_channels) for c in fc_in)
         self.fc_mask_iou = OneDNNLinear(fc_out_channels, num_classes)
-        # In place: no conv or FC backward reads its output, and it saves a 20 MB write per
-        # layer for 100 RoIs (about 3% of the head's time on the CPU, docs/benchmarks.md).
-        self.relu = nn.ReLU(inplace=True)
+        self.relu = nn.ReLU()
         self.max_pool = nn.MaxPool2d(2, 2)
         self.loss_iou = MODELS.build(loss_iou)
 
@@ -96,7 +94,8 @@ class MaskIoUHead(BaseModule):
         Returns:
             Tensor: Predicted IoUs, shape (N, num_classes).
         """
-        pooled = self.max_pool(mask_preds.sigmoid().unsqueeze(1)).to(mask_feat.dtype)
+        # type_as, not .to(dtype): a traced graph then follows the features' dtype.
+        pooled = self.max_pool(mask_preds.sigmoid().unsqueeze(1)).type_as(mask_feat)
         if mask_feat.device.type == 'cpu':
             # oneDNN runs these convs on 14x14 maps about 1.2x faster in NHWC, forward and
             # backward alike; the results are the same (the FC input is flattened in NCHW order).
@@ -104,11 +103,23 @@ class MaskIoUHead(BaseModule):
         else:
             x = torch.cat((mask_feat, pooled), 1)
         for conv in self.convs:
-            x = self.relu(conv(x))
+            x = self._relu(conv, x)
         x = x.flatten(1)
         for fc in self.fcs:
-            x = self.relu(fc(x))
+            x = self._relu(fc, x)
         return self.fc_mask_iou(x)
+
+    def _relu(self, layer: nn.Module, x: Tensor) -> Tensor:
+        """ReLU of ``layer(x)``, in place when no forward hook can hold that output.
+
+        In place saves writing a second 20 MB map per conv for 100 RoIs (2-4% of the head's
+        CPU inference, docs/benchmarks.md); no conv or FC backward reads its output. A forward
+        hook (feature extraction, Grad-CAM) keeps the output it was given, as with mmdet's head.
+        """
+        out = layer(x)
+        if layer._forward_hooks or nn.modules.module._global_forward_hooks:
+            return self.relu(out)
+        return out.relu_()
 
     def get_targets(self, sampling_results: List[SamplingResult],
                     batch_gt_instances: InstanceList, mask_preds: Tensor,
@@ -193,10 +204,12 @@ class MaskIoUHead(BaseModule):
 def cat_channels_last(first: Tensor, second: Tensor) -> Tensor:
     """``torch.cat((first, second), 1)``, contiguous in channels-last memory.
 
-    Without autograd both inputs are written straight into channels-last memory: one copy of
+    At inference both inputs are written straight into channels-last memory: one copy of
     ``first`` instead of two (concatenate, then convert), 3-4% of the MaskIoU head's CPU
-    inference for 100 RoIs. With autograd it concatenates and converts, whose backward is
-    about 1% faster than that of two slice copies (docs/benchmarks.md).
+    inference for 100 RoIs. With autograd it concatenates and converts: forward and backward
+    took 1-2% less than with two slice copies, near that A/B's noise (docs/benchmarks.md).
+    Traced, exported or compiled, it concatenates and converts too, so the graph holds no
+    buffer of a fixed device and dtype.
 
     Args:
         first (Tensor): Shape (N, C1, H, W).
@@ -205,7 +218,8 @@ def cat_channels_last(first: Tensor, second: Tensor) -> Tensor:
     Returns:
         Tensor: Shape (N, C1 + C2, H, W), contiguous in ``torch.channels_last``.
     """
-    if torch.is_grad_enabled() and (first.requires_grad or second.requires_grad):
+    if (torch.is_grad_enabled() and (first.requires_grad or second.requires_grad)) \
+            or tracing_or_compiling():
         return torch.cat((first, second), 1).contiguous(memory_format=torch.channels_last)
     n, c1, h, w = first.shape
     out = torch.empty((n, c1 + second.size(1), h, w), dtype=first.dtype, device=first.device,

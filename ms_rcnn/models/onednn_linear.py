@@ -37,6 +37,13 @@ def _compiling() -> bool:
     return bool(is_compiling()) if is_compiling is not None else False
 
 
+def tracing_or_compiling() -> bool:
+    """Whether this call is being traced, scripted, exported to ONNX or compiled: the graph
+    then records what runs, so layers should run plain, device- and dtype-neutral ops."""
+    return (torch.jit.is_tracing() or torch.jit.is_scripting()
+            or torch.onnx.is_in_onnx_export() or _compiling())
+
+
 def use_onednn_linear(x: Tensor, weight: Tensor) -> bool:
     """Whether ``x @ weight.T`` should run on oneDNN: fp32 CPU inference outside autocast,
     tracing, export and ``torch.compile``, with oneDNN enabled (``torch.backends.mkldnn``)."""
@@ -45,9 +52,7 @@ def use_onednn_linear(x: Tensor, weight: Tensor) -> bool:
             and not torch.is_grad_enabled()
             and not _cpu_autocast_enabled()
             and torch.backends.mkldnn.enabled
-            and not torch.jit.is_tracing() and not torch.jit.is_scripting()
-            and not torch.onnx.is_in_onnx_export()
-            and not _compiling()
+            and not tracing_or_compiling()
             and onednn_linear_works())
 
 
