@@ -14,20 +14,37 @@ import re
 import sys
 
 try:
+    from packaging.requirements import InvalidRequirement, Requirement
     from packaging.specifiers import SpecifierSet
+    from packaging.utils import canonicalize_name
 except ImportError:  # a fresh venv: pip always carries its own copy
+    from pip._vendor.packaging.requirements import InvalidRequirement, Requirement
     from pip._vendor.packaging.specifiers import SpecifierSet
+    from pip._vendor.packaging.utils import canonicalize_name
 
 DEFAULT_REQUIREMENTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), os.pardir,
                                     'requirements.txt')
 
 
 def torch_specifier(requirements_text: str) -> str:
-    """The version specifier of the ``torch`` line, e.g. ``'>=2.1,<2.16'`` ('' if none)."""
-    for line in requirements_text.splitlines():
-        match = re.match(r'\s*torch\s*([<>=!~][^#;]*)', line)
-        if match:
-            return match.group(1).strip()
+    """The version specifier of the ``torch`` requirement, e.g. ``'<2.16,>=2.1'`` ('' if none).
+
+    Reads pip's requirements format: comments, ``\\`` continuations, option lines and
+    per-requirement options (``--hash=...``) are skipped; names compare as pip does
+    (``Torch`` is ``torch``, ``torch[opt]`` too).
+    """
+    text = re.sub(r'\\\n', ' ', requirements_text)
+    for line in text.splitlines():
+        line = re.sub(r'(^|\s)#.*', '', line).strip()   # comments
+        if line.startswith('-'):                        # -r FILE, --index-url URL, ...
+            continue
+        line = re.split(r'\s+--?[A-Za-z]', line)[0]     # --hash=... after a requirement
+        try:
+            requirement = Requirement(line)
+        except InvalidRequirement:
+            continue
+        if canonicalize_name(requirement.name) == 'torch':
+            return str(requirement.specifier)
     return ''
 
 
@@ -57,7 +74,9 @@ def main(argv=None) -> int:
           f'tested with torch{specifier} ({path}). `pip install -r requirements.txt` would '
           'replace it with another release, and the mmcv ops built against this one would no '
           f'longer load. Install a torch in that range first, e.g. `{sys.executable} -m pip '
-          f'install "torch{specifier}"`, then run the set-up again.', file=sys.stderr)
+          f'install "torch{specifier}"` (on a machine without a GPU add `--index-url '
+          'https://download.pytorch.org/whl/cpu` for a CPU build, not several GB of CUDA '
+          'libraries), then run the set-up again.', file=sys.stderr)
     return 1
 
 
