@@ -5,6 +5,7 @@ check, steps under time limits, summary, exit status) with the environment of th
 """
 import glob
 import os
+import shlex
 import os.path as osp
 import subprocess
 import sys
@@ -54,7 +55,7 @@ def test_failed_step_sets_exit_status_and_later_steps_run(tmp_path):
     out = tmp_path / 'out'
     env_python = tmp_path / 'python'  # a PYTHON that fails for the benchmark scripts only
     env_python.write_text('#!/bin/sh\ncase "$1" in *bench_*) exit 7;; esac\n'
-                          f'exec {sys.executable} "$@"\n')
+                          f'exec {shlex.quote(sys.executable)} "$@"\n')
     env_python.chmod(0o755)
     env = dict(os.environ, OUT=str(out), DEVICE='cpu', PYTHON=str(env_python),
                SITE=str(tmp_path / 'site'), WHEELS=str(tmp_path / 'no_wheels'))
