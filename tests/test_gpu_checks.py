@@ -5,8 +5,8 @@ check, steps under time limits, summary, exit status) with the environment of th
 """
 import glob
 import os
-import shlex
 import os.path as osp
+import shlex
 import subprocess
 import sys
 
