@@ -20,6 +20,18 @@ def small_head(**kwargs):
     return MaskIoUHead(**cfg)
 
 
+def heads_with_equal_weights():
+    """Ours and mmdet's head with the same seeded weights, and inputs for 6 RoIs."""
+    torch.manual_seed(0)
+    theirs = MMDetMaskIoUHead(num_classes=4, in_channels=8, conv_out_channels=8,
+                              fc_out_channels=16)
+    theirs.init_weights()
+    ours = small_head(num_classes=4)
+    ours.load_state_dict(theirs.state_dict(), strict=True)
+    feats, masks = torch.randn(6, 8, 14, 14), torch.randn(6, 28, 28)
+    return ours, theirs, feats, masks
+
+
 def test_forward_shape_and_layer_names_match_mmdet():
     ours = small_head()
     theirs = MMDetMaskIoUHead(num_classes=3, in_channels=8, conv_out_channels=8,
@@ -31,25 +43,13 @@ def test_forward_shape_and_layer_names_match_mmdet():
 
 
 def test_equal_weights_give_equal_outputs_to_mmdet():
-    torch.manual_seed(0)
-    theirs = MMDetMaskIoUHead(num_classes=4, in_channels=8, conv_out_channels=8,
-                              fc_out_channels=16)
-    theirs.init_weights()
-    ours = small_head(num_classes=4)
-    ours.load_state_dict(theirs.state_dict(), strict=True)
-    feats, masks = torch.randn(6, 8, 14, 14), torch.randn(6, 28, 28)
+    ours, theirs, feats, masks = heads_with_equal_weights()
     assert torch.allclose(ours(feats, masks), theirs(feats, masks), atol=1e-6)
 
 
 def test_equal_weights_give_equal_gradients_to_mmdet():
     # Our ReLUs work in place; the gradients must still be mmdet's.
-    torch.manual_seed(0)
-    theirs = MMDetMaskIoUHead(num_classes=4, in_channels=8, conv_out_channels=8,
-                              fc_out_channels=16)
-    theirs.init_weights()
-    ours = small_head(num_classes=4)
-    ours.load_state_dict(theirs.state_dict(), strict=True)
-    feats, masks = torch.randn(6, 8, 14, 14), torch.randn(6, 28, 28)
+    ours, theirs, feats, masks = heads_with_equal_weights()
     grads = []
     for head in (ours, theirs):
         x, m = feats.clone().requires_grad_(), masks.clone().requires_grad_()
@@ -94,13 +94,7 @@ def test_traced_and_exported_head_give_the_eager_result():
 def test_forward_hooks_see_the_layer_output_before_the_relu():
     # Feature extraction and Grad-CAM hook the convs: the ReLU must not overwrite what a
     # hook holds, and backward through a hooked output must work, as with mmdet's head.
-    torch.manual_seed(0)
-    theirs = MMDetMaskIoUHead(num_classes=4, in_channels=8, conv_out_channels=8,
-                              fc_out_channels=16)
-    theirs.init_weights()
-    ours = small_head(num_classes=4)
-    ours.load_state_dict(theirs.state_dict(), strict=True)
-    feats, masks = torch.randn(6, 8, 14, 14), torch.randn(6, 28, 28)
+    ours, theirs, feats, masks = heads_with_equal_weights()
     held = []
     for head in (ours, theirs):
         outputs = {}
