@@ -118,6 +118,37 @@ def test_forward_hooks_see_the_layer_output_before_the_relu():
     torch.testing.assert_close(held[0]['grad'], held[1]['grad'], rtol=1e-4, atol=1e-5)
 
 
+@pytest.mark.parametrize('where', ['relu', 'relu_pre', 'global'])
+def test_relu_hooks_are_called_as_with_mmdets_head(where):
+    # Hooks on the ReLU module (or on every module) see each activation, as mmdet's head shows.
+    ours, theirs, feats, masks = heads_with_equal_weights()
+    seen = []
+    for head in (ours, theirs):
+        outputs = []
+        if where == 'relu':
+            handle = head.relu.register_forward_hook(
+                lambda module, args, out: outputs.append(out))
+        elif where == 'relu_pre':
+            handle = head.relu.register_forward_pre_hook(
+                lambda module, args: outputs.append(args[0]))
+        else:
+            handle = torch.nn.modules.module.register_module_forward_hook(
+                lambda module, args, out: outputs.append(out)
+                if isinstance(module, torch.nn.ReLU) else None)
+        try:
+            with torch.no_grad():
+                head(feats, masks)
+        finally:
+            handle.remove()
+        seen.append(outputs)
+    assert len(seen[0]) == len(seen[1]) == 6  # four convs and two FCs
+    for ours_out, theirs_out in zip(*seen):
+        torch.testing.assert_close(ours_out.contiguous(), theirs_out.contiguous(),
+                                   rtol=1e-5, atol=1e-6)
+    if where == 'relu_pre':
+        assert any((out < 0).any() for out in seen[0])
+
+
 def test_cat_channels_last_is_cat_in_nhwc_memory_with_the_same_gradients():
     torch.manual_seed(0)
     first, second = torch.randn(3, 5, 4, 6), torch.randn(3, 2, 4, 6)

@@ -113,11 +113,13 @@ class MaskIoUHead(BaseModule):
         """ReLU of ``layer(x)``, in place when no forward hook can hold that output.
 
         In place saves writing a second 20 MB map per conv for 100 RoIs (2-4% of the head's
-        CPU inference, docs/benchmarks.md); no conv or FC backward reads its output. A forward
-        hook (feature extraction, Grad-CAM) keeps the output it was given, as with mmdet's head.
+        CPU inference, docs/benchmarks.md); no conv or FC backward reads its output. With a
+        hook on the layer, on ``self.relu`` or on every module (feature extraction, Grad-CAM),
+        ``self.relu`` runs out of place, so each hook is called and keeps what it was given, as
+        with mmdet's head.
         """
         out = layer(x)
-        if layer._forward_hooks or nn.modules.module._global_forward_hooks:
+        if layer._forward_hooks or _has_hooks(self.relu) or _has_global_hooks():
             return self.relu(out)
         return out.relu_()
 
@@ -240,3 +242,14 @@ def select_class(per_class: Tensor, labels: Tensor) -> Tensor:
         Tensor: Shape (N, ...).
     """
     return per_class[torch.arange(labels.numel(), device=labels.device), labels]
+
+
+def _has_hooks(module: nn.Module) -> bool:
+    """Whether a forward or forward-pre hook is registered on ``module`` itself."""
+    return bool(module._forward_hooks or module._forward_pre_hooks)
+
+
+def _has_global_hooks() -> bool:
+    """Whether a forward or forward-pre hook is registered for every module."""
+    hooks = nn.modules.module
+    return bool(hooks._global_forward_hooks or hooks._global_forward_pre_hooks)
