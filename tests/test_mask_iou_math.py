@@ -71,6 +71,16 @@ class TestTargets:
         iou = M.mask_iou_targets(pred, torch.zeros(1, 4, 4), torch.zeros(1))
         assert iou.item() == 0.0
 
+    def test_zero_area_ratio_with_resampled_target_pixels_gives_about_zero(self):
+        # The box's pixel window misses the instance, but RoIAlign put target pixels in the RoI:
+        # the instance lies outside the box, so the mask cannot cover it (mmdet: about 0 too).
+        pred = square_logits(4, (0, 4))[None]
+        target = torch.zeros(1, 4, 4)
+        target[0, :2, :2] = 1
+        iou = M.mask_iou_targets(pred, target, torch.zeros(1))
+        assert 0.0 < iou.item() < 1e-5
+        assert M.mask_iou_targets(pred, target, torch.ones(1)).item() == 4 / 16
+
     def test_fp16_logits_give_fp32_targets(self):
         pred = square_logits(8, (0, 4))[None].half()
         target = torch.zeros(1, 8, 8)

@@ -52,9 +52,12 @@ def mask_iou_targets(mask_logits: Tensor, mask_targets: Tensor, area_ratios: Ten
 
     The prediction and target live at RoI scale (S x S). The intersection is counted inside the
     RoI; the ground truth's full area at RoI scale is its area inside the RoI divided by the
-    fraction of the instance that lies inside the RoI (``area_ratios``). Where that fraction is
-    0, the area inside the RoI is used as it is (it is 0 too, up to resampling). The union is
-    clamped to at least one pixel, so an empty prediction on an empty target gives 0, not NaN.
+    fraction of the instance that lies inside the RoI (``area_ratios``, at least 1e-6). Where
+    that fraction is 0 (the box's pixel window misses the instance) but resampling still put
+    target pixels inside the RoI, the full area is then huge and the target about 0, as in mmdet
+    and the authors' code: the mask cannot cover an instance that lies outside its box. The
+    union is clamped to at least one pixel, so an empty prediction on an empty target gives 0,
+    not NaN.
 
     Args:
         mask_logits (Tensor): Predicted mask logits of each RoI's class, shape (P, S, S).
@@ -74,8 +77,7 @@ def mask_iou_targets(mask_logits: Tensor, mask_targets: Tensor, area_ratios: Ten
     overlaps = (pred * target).sum(1)
     target_areas = target.sum(1)
     ratios = area_ratios.float()
-    full_target_areas = torch.where(ratios > 0, target_areas / ratios.clamp(min=1e-6),
-                                    target_areas)
+    full_target_areas = target_areas / ratios.clamp(min=1e-6)
     unions = (pred_areas + full_target_areas - overlaps).clamp(min=1.0)
     return (overlaps / unions).clamp(0.0, 1.0)
 
