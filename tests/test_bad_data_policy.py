@@ -231,6 +231,22 @@ def test_unusable_images_are_skipped_in_training_once_each(toy, monkeypatch):
     assert osp.basename(sample['data_samples'].img_path) in ('train_0003.png', 'train_0004.png')
 
 
+def test_exif_rotated_image_names_the_fix_and_the_fix_works(toy):
+    # A phone photo: stored 96 high x 128 wide, tagged "turn 90 degrees", annotated as stored.
+    from PIL import Image
+    path = osp.join(toy, 'images', 'train', 'train_0002.png')
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    Image.open(path).convert('RGB').save(path, format='JPEG', exif=exif.tobytes())
+    dataset = CheckedCocoDataset(**dataset_kwargs(toy, test_mode=True))
+    with pytest.raises(BadImageError, match="128x96 .*color_ignore_orientation"):
+        dataset[1]
+    pipeline = copy.deepcopy(PIPELINE)
+    pipeline[0]['color_type'] = 'color_ignore_orientation'
+    fixed = CheckedCocoDataset(**dict(dataset_kwargs(toy, test_mode=True), pipeline=pipeline))
+    assert fixed[1]['data_samples'].ori_shape == (96, 128)
+
+
 def test_unusable_images_stop_evaluation(toy):
     break_images(toy)
     dataset = CheckedCocoDataset(**dataset_kwargs(toy, test_mode=True))

@@ -322,7 +322,11 @@ def size_mismatch(actual: Tuple[int, int], expected: Tuple[int, int]) -> Optiona
     """Why a decoded image's ``(height, width)`` does not fit its entry's, or None if it does."""
     if tuple(actual) == tuple(expected):
         return None
-    swapped = ' (swapped: EXIF rotation?)' if tuple(actual) == tuple(expected)[::-1] else ''
+    swapped = ''
+    if tuple(actual) == tuple(expected)[::-1]:
+        swapped = (' (swapped: the file\'s EXIF orientation turns it by 90 degrees? If the '
+                   'annotations were drawn on the stored pixels, load the images with '
+                   "LoadImageFromFile(color_type='color_ignore_orientation'))")
     return (f'image is {actual[0]}x{actual[1]} (HxW) but the annotation file says '
             f'{expected[0]}x{expected[1]}{swapped}')
 
