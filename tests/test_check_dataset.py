@@ -241,6 +241,33 @@ def test_swapped_size_is_pointed_out(tmp_path):
     assert problem.kind == 'image_size_mismatch' and 'swapped' in problem.message
 
 
+def exif_turned_image(path, height, width):
+    """A JPEG stored ``height`` x ``width`` whose EXIF orientation (6) turns it by 90 degrees."""
+    from PIL import Image
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    Image.new('RGB', (width, height)).save(path, format='JPEG', exif=exif.tobytes())
+
+
+def test_exif_orientation_can_be_ignored_as_the_pipeline_does(tmp_path, capsys):
+    ann, img_dir = make_dataset(tmp_path)
+    exif_turned_image(osp.join(img_dir, 'img2.png'), H, W)  # annotated as stored
+    (problem,) = cd.check_coco(ann, img_dir)
+    assert problem.kind == 'image_size_mismatch' and 'color_ignore_orientation' in problem.message
+    assert cd.check_coco(ann, img_dir, exif_orientation=False) == []
+    ann_file = tmp_path / 'ann.json'
+    write_json(ann_file, ann)
+    assert cd.main([str(ann_file), str(img_dir)]) == 1
+    assert cd.main([str(ann_file), str(img_dir), '--ignore-exif-orientation']) == 0
+    # A config whose pipeline reads the stored pixels is checked the same way.
+    dataset = (f'dict(ann_file={str(ann_file)!r}, data_prefix=dict(img={str(img_dir) + "/"!r}), '
+               'pipeline=[dict(type="LoadImageFromFile"{}), dict(type="PackDetInputs")])')
+    for color_type, code in (('', 1), (', color_type="color_ignore_orientation"', 0)):
+        config = write_config(tmp_path, 'train_dataloader = dict(dataset=dict(type="RepeatDataset",'
+                              f' times=2, dataset={dataset.format(color_type)}))\n')
+        assert cd.main([config]) == code, capsys.readouterr().out
+
+
 def test_rle_string_counts_matches_pycocotools():
     rle = rle_of_box(3, 4, 17, 9)
     runs = coco_checks.rle_string_counts(rle['counts'])
@@ -360,7 +387,7 @@ def config_dataset(tmp_path):
 def test_config_sources_join_data_root_through_wrappers(config_dataset):
     config, root = config_dataset
     assert cd.sources_from_config(config, 'train') == [
-        (osp.join(str(root), 'annotations/train.json'), osp.join(str(root), 'images/'))]
+        (osp.join(str(root), 'annotations/train.json'), osp.join(str(root), 'images/'), True)]
 
 
 def test_config_split_exit_codes(config_dataset, capsys):
@@ -380,7 +407,7 @@ def test_config_relative_data_root_and_override(config_dataset, tmp_path, monkey
         'val_dataloader = dict(dataset=dict(data_root="data/",\n'
         '    ann_file="annotations/train.json", data_prefix=dict(img="images/")))\n'))
     assert cd.sources_from_config(rel, 'val') == [('data/annotations/train.json',
-                                                   'data/images/')]
+                                                   'data/images/', True)]
     assert cd.main([rel, '--split', 'val']) == 0
     assert cd.main([config, '--split', 'val', '--data-root', str(tmp_path / 'nowhere')]) == 2
 

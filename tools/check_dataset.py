@@ -8,6 +8,10 @@ Usage::
     python tools/check_dataset.py ANN_FILE IMG_DIR [--max-print N] [--json OUT.json]
     python tools/check_dataset.py CONFIG --split train|val|test [--data-root DIR]
 
+Images are decoded as mmdet's ``LoadImageFromFile`` decodes them by default, turned as their
+EXIF orientation says; ``--ignore-exif-orientation`` compares the stored pixels instead, as a
+config whose pipeline loads with ``color_type='color_ignore_orientation'`` does by itself.
+
 In the config form, ``ann_file``, ``data_root`` and ``data_prefix.img`` are read from
 ``<split>_dataloader.dataset`` (through wrappers such as ``RepeatDataset`` that nest a
 ``dataset``, and ``ConcatDataset``'s ``datasets``); relative paths are joined to ``data_root``
@@ -27,11 +31,18 @@ import os.path as osp
 import sys
 from collections import Counter
 from dataclasses import asdict
-from typing import Any, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Dict, List, NamedTuple, Optional, Sequence
 
 from ms_rcnn.datasets.coco_checks import (ERROR, WARNING, DatasetInputError, Problem,
                                           check_coco, load_annotation_file)
 from ms_rcnn.utils.config import dataset_cfgs
+
+
+class Source(NamedTuple):
+    """One annotation file to check, its image directory and how its images are decoded."""
+    ann_file: str
+    img_dir: Optional[str]
+    exif_orientation: bool = True
 
 
 def _join_root(data_root: str, path: str) -> str:
@@ -41,17 +52,30 @@ def _join_root(data_root: str, path: str) -> str:
     return path
 
 
-def _dataset_source(dataset: dict, data_root: Optional[str]) -> Tuple[str, str]:
-    """``(ann_file, img_dir)`` of one dataset config, joined to its (or the given) root."""
+def _dataset_source(dataset: dict, data_root: Optional[str]) -> Source:
+    """The files of one dataset config, joined to its (or the given) root."""
     root = data_root if data_root is not None else (dataset.get('data_root') or '')
     prefix = dataset.get('data_prefix') or {}
     img_prefix = prefix.get('img', prefix.get('img_path', '')) or ''
-    return _join_root(root, dataset['ann_file']), _join_root(root, img_prefix)
+    return Source(_join_root(root, dataset['ann_file']), _join_root(root, img_prefix),
+                  exif_orientation=not _ignores_exif_orientation(dataset.get('pipeline')))
+
+
+def _ignores_exif_orientation(pipeline: Any) -> bool:
+    """Whether a pipeline's ``LoadImageFromFile`` reads the stored pixels, not EXIF-turned."""
+    for transform in pipeline or []:
+        if isinstance(transform, dict) and \
+                str(transform.get('type', '')).endswith('LoadImageFromFile'):
+            return str(transform.get('color_type', 'color')).endswith('_ignore_orientation')
+    return False
 
 
 def sources_from_config(config: str, split: str,
-                        data_root: Optional[str] = None) -> List[Tuple[str, str]]:
+                        data_root: Optional[str] = None) -> List[Source]:
     """Annotation files and image directories of a config's ``<split>_dataloader``.
+
+    Each image directory is checked the way its pipeline's ``LoadImageFromFile`` decodes it:
+    with ``color_type='color_ignore_orientation'`` the EXIF orientation is not applied.
 
     Args:
         config (str): Path of an mmdet config file.
@@ -59,7 +83,7 @@ def sources_from_config(config: str, split: str,
         data_root (str | None): Replaces every dataset's ``data_root`` when given.
 
     Returns:
-        list[tuple[str, str]]: ``(ann_file, img_dir)`` pairs, one per dataset.
+        list[Source]: ``(ann_file, img_dir, exif_orientation)``, one per dataset.
 
     Raises:
         DatasetInputError: When the config cannot be read or names no annotation file.
@@ -135,6 +159,10 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
                         help='do not open the image files')
     parser.add_argument('--no-masks', action='store_true',
                         help='do not require a segmentation on every annotation')
+    parser.add_argument('--ignore-exif-orientation', action='store_true',
+                        help="compare the stored pixels' size, not the EXIF-turned one (as "
+                        "LoadImageFromFile(color_type='color_ignore_orientation'); a config "
+                        'with that pipeline implies it)')
     args = parser.parse_args(argv)
     if args.split is None and args.source.endswith('.py'):
         args.split = 'train'
@@ -145,11 +173,15 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     return args
 
 
-def _resolve_sources(args: argparse.Namespace) -> List[Tuple[str, Optional[str]]]:
-    """``(ann_file, img_dir)`` pairs to check for the parsed command line."""
+def _resolve_sources(args: argparse.Namespace) -> List[Source]:
+    """What to check for the parsed command line."""
     if args.split is not None:
-        return list(sources_from_config(args.source, args.split, args.data_root))
-    return [(args.source, args.img_dir)]
+        sources = sources_from_config(args.source, args.split, args.data_root)
+    else:
+        sources = [Source(args.source, args.img_dir)]
+    if args.ignore_exif_orientation:
+        sources = [source._replace(exif_orientation=False) for source in sources]
+    return sources
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
@@ -164,21 +196,21 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     args = parse_args(argv)
     try:
         sources = _resolve_sources(args)
-        loaded = [(ann_file, img_dir, load_annotation_file(ann_file))
-                  for ann_file, img_dir in sources]
+        loaded = [(source, load_annotation_file(source.ann_file)) for source in sources]
     except DatasetInputError as exc:
         print(f'error: {exc}', file=sys.stderr)
         return 2
     if not args.skip_images:
-        missing = sorted({d for _, d, _ in loaded if d is not None and not osp.isdir(d)})
+        missing = sorted({s.img_dir for s, _ in loaded
+                          if s.img_dir is not None and not osp.isdir(s.img_dir)})
         if missing:
             for img_dir in missing:
                 print(f'error: image directory {img_dir} does not exist', file=sys.stderr)
             return 2
     reports, num_errors = [], 0
-    for ann_file, img_dir, ann in loaded:
+    for (ann_file, img_dir, exif_orientation), ann in loaded:
         problems = check_coco(ann, img_dir, check_images=not args.skip_images,
-                              expect_masks=not args.no_masks)
+                              expect_masks=not args.no_masks, exif_orientation=exif_orientation)
         num_errors += sum(p.severity == ERROR for p in problems)
         print(_report_text(ann_file, img_dir, ann, problems, args.max_print))
         reports.append(_report_json(ann_file, img_dir, problems))
