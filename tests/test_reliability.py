@@ -285,6 +285,51 @@ def test_resume_warns_about_persistent_workers(persistent, num_workers, warned):
     assert any('persistent_workers' in m for m in messages) == warned
 
 
+def test_distributed_states_are_gathered_only_where_a_checkpoint_is_saved(monkeypatch):
+    # Two ranks, faked: every gather is recorded with the iterations done at that point.
+    from types import SimpleNamespace
+    from unittest import mock
+
+    from mmengine.hooks import CheckpointHook
+
+    from ms_rcnn.engine import RNGStateHook, hooks as hooks_module
+    gathered = []
+    monkeypatch.setattr(hooks_module, 'get_world_size', lambda: 2)
+    monkeypatch.setattr(hooks_module, 'all_gather_object',
+                        lambda state: gathered.append(runner.iter) or [state, state])
+    runner = SimpleNamespace(iter=0, max_iters=10, logger=mock.Mock(), hooks=[
+        CheckpointHook(interval=4, by_epoch=False, save_begin=0),
+        CheckpointHook(interval=3, by_epoch=False, save_begin=5, save_last=False)])
+    hook = RNGStateHook()
+    hook.before_train(runner)
+    for runner.iter in range(10):
+        hook.after_train_iter(runner, runner.iter)
+    # Interval 4 with the last iteration (4, 8, 10) and interval 3 from iteration 5 (5, 8): the
+    # gather runs before the loop counts the iteration, so runner.iter is one less.
+    assert gathered == [3, 4, 7, 9]
+    checkpoint = dict(meta=dict(iter=10))
+    hook.before_save_checkpoint(runner, checkpoint)
+    assert checkpoint['rng_state']['world_size'] == 2 and len(checkpoint['rng_state']['ranks']) == 2
+    stale = dict(meta=dict(iter=9))
+    hook.before_save_checkpoint(runner, stale)
+    assert 'rng_state' not in stale and 'iteration 9' in runner.logger.warning.call_args.args[0]
+    # No gathering after validation unless a CheckpointHook keeps the best checkpoint; then the
+    # states are those from before validation, which training goes on from.
+    runner.iter = 10
+    hook.before_val(runner)
+    hook.after_val_epoch(runner, {})
+    assert gathered == [3, 4, 7, 9]
+    torch.rand(1)  # validation draws
+    runner.hooks.append(CheckpointHook(interval=1, by_epoch=False, save_best='auto'))
+    hook.before_train(runner)
+    hook.after_val_epoch(runner, {})
+    hook.after_val(runner)
+    assert gathered == [3, 4, 7, 9, 10]
+    best = dict(meta=dict(iter=10))
+    hook.before_save_checkpoint(runner, best)
+    assert torch.equal(best['rng_state']['ranks'][0]['torch'], torch.get_rng_state())
+
+
 def test_small_data_configs_resume_exactly():
     from mmengine.config import Config
     for name in ('ms-rcnn_r18_fpn_balloon.py', 'ms-rcnn_r18_fpn_coco-person.py'):

@@ -61,8 +61,12 @@ class RNGStateHook(Hook):
 
     - ``before_save_checkpoint``: stores ``checkpoint['rng_state'] = dict(world_size=N,
       ranks=[state of rank 0, ..., rank N-1])``. In distributed runs the states are gathered
-      from all ranks at the end of each training epoch (and of each iteration when a
-      ``CheckpointHook`` saves by iteration), just before ``CheckpointHook`` saves.
+      from all ranks (one small collective) just before ``CheckpointHook`` saves: at the end of
+      each training epoch, after each iteration at which an iteration-based ``CheckpointHook``
+      saves (by its own ``interval``/``save_begin``/``save_last`` rule, not every iteration),
+      and after each validation inside training when a ``CheckpointHook`` keeps the best
+      checkpoint (the states from before validation, which training goes on from). A
+      checkpoint saved at another iteration gets no states, with a warning.
     - ``after_load_checkpoint`` + ``before_train``: when training resumes from that checkpoint
       (``runner.iter`` equals the checkpoint's iteration; not for ``load_from``), each rank
       restores its own state (as the last ``before_train`` action, after mmengine's re-seeding).
@@ -80,27 +84,34 @@ class RNGStateHook(Hook):
 
     def __init__(self) -> None:
         self._gathered: Optional[list] = None
+        self._gathered_at: Optional[int] = None  # iterations done when gathered
         self._pending: Optional[tuple] = None
         self._val_state: Optional[dict] = None
-        self._gather_each_iter = False
+        self._iter_checkpoint_hooks: List[CheckpointHook] = []
+        self._gather_after_val = False
 
     # saving -------------------------------------------------------------------------------
-    def _gather(self) -> None:
+    def _gather(self, iters_done: int, state: Optional[dict] = None) -> None:
         if get_world_size() > 1:
-            self._gathered = all_gather_object(capture_rng_state())
+            self._gathered = all_gather_object(state or capture_rng_state())
+            self._gathered_at = iters_done
 
     def after_train_epoch(self, runner) -> None:
-        self._gather()
+        self._gather(runner.iter)
 
     def after_train_iter(self, runner, batch_idx: int, data_batch=None, outputs=None) -> None:
-        if self._gather_each_iter:
-            self._gather()
+        # Same decision on every rank: it depends only on the iteration and the hooks' configs.
+        if any(saves_after_this_iter(hook, runner) for hook in self._iter_checkpoint_hooks):
+            self._gather(runner.iter + 1)
 
     def before_save_checkpoint(self, runner, checkpoint: dict) -> None:
         world_size = get_world_size()
         if world_size > 1:
-            if self._gathered is None:
-                runner.logger.warning('RNGStateHook: no gathered generator states to save')
+            at = checkpoint.get('meta', {}).get('iter')
+            if self._gathered is None or self._gathered_at != at:
+                runner.logger.warning(
+                    f'RNGStateHook: no generator states were gathered at iteration {at}, so '
+                    'this checkpoint holds none; a run resumed from it re-seeds them')
                 return
             ranks = list(self._gathered)
         else:
@@ -116,13 +127,23 @@ class RNGStateHook(Hook):
             restore_rng_state(self._val_state)
             self._val_state = None
 
+    def after_val_epoch(self, runner, metrics=None) -> None:
+        # CheckpointHook may save the best checkpoint next: gather the training stream's states
+        # as they were before validation (after_val restores them).
+        if self._gather_after_val:
+            self._gather(runner.iter, self._val_state)
+
     # resuming -------------------------------------------------------------------------------
     def after_load_checkpoint(self, runner, checkpoint: dict) -> None:
         self._pending = (checkpoint.get('rng_state'), checkpoint.get('meta', {}).get('iter'))
 
     def before_train(self, runner) -> None:
-        self._gather_each_iter = get_world_size() > 1 and any(
-            isinstance(h, CheckpointHook) and not h.by_epoch for h in runner.hooks)
+        checkpoint_hooks = [h for h in runner.hooks if isinstance(h, CheckpointHook)]
+        distributed = get_world_size() > 1
+        self._iter_checkpoint_hooks = [h for h in checkpoint_hooks
+                                       if distributed and not h.by_epoch]
+        self._gather_after_val = distributed and any(
+            getattr(h, 'save_best', None) for h in checkpoint_hooks)
         if self._pending is None:
             return
         saved, ckpt_iter = self._pending
@@ -148,6 +169,15 @@ class RNGStateHook(Hook):
                 'their own random generators across epochs, so data augmentation after this '
                 'resume differs from the uninterrupted run. Set '
                 'train_dataloader.persistent_workers=False for an exact resume.')
+
+
+def saves_after_this_iter(hook: CheckpointHook, runner) -> bool:
+    """Whether an iteration-based ``CheckpointHook`` saves after the current iteration.
+
+    The rule of mmengine 0.10's ``CheckpointHook.after_train_iter``, asked before it runs.
+    """
+    return hook.every_n_train_iters(runner, hook.interval, hook.save_begin) or \
+        bool(hook.save_last and hook.is_last_train_iter(runner))
 
 
 @HOOKS.register_module()
