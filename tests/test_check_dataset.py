@@ -292,7 +292,7 @@ def test_main_exit_0_on_clean_data(tmp_path, capsys):
     ann, img_dir = make_dataset(tmp_path)
     assert cd.main([write_json(tmp_path / 'a.json', ann), img_dir]) == 0
     out = capsys.readouterr().out
-    assert '2 images, 2 annotations, 1 categories' in out and '0 error(s), 0 warning(s)' in out
+    assert 'images: 2, annotations: 2, categories: 1' in out and '0 error(s), 0 warning(s)' in out
 
 
 def test_main_exit_0_with_only_warnings(tmp_path, capsys):

@@ -82,7 +82,8 @@ def test_test_tool_refuses_a_checkpoint_of_another_model(without_mask_iou_head, 
                            '--work-dir', str(tmp_path)],
                           cwd=REPO_ROOT, capture_output=True, text=True)
     assert proc.returncode != 0
-    assert f'CheckpointMismatchError: checkpoint {path} does not fit' in proc.stderr
+    assert f'error: checkpoint {path} does not fit' in proc.stderr
+    assert 'Traceback' not in proc.stderr
     assert 'roi_head.mask_iou_head.* (' in proc.stderr
     assert 'Evaluating' not in proc.stdout + proc.stderr
 
@@ -106,7 +107,7 @@ def test_train_names_the_missing_torchvision_before_building_anything(tmp_path):
                            '--work-dir', str(tmp_path)], cwd=REPO_ROOT, capture_output=True,
                           text=True, timeout=300)
     assert proc.returncode != 0
-    assert 'ImportError: configs/ms_rcnn/ms-rcnn_r50_fpn_1x_coco.py: model.backbone.init_cfg.' \
+    assert 'error: configs/ms_rcnn/ms-rcnn_r50_fpn_1x_coco.py: model.backbone.init_cfg.' \
            'checkpoint=torchvision://resnet50 loads ImageNet weights' in proc.stderr
     assert os.listdir(tmp_path) == []  # stopped before the runner made its log directory
 
@@ -118,13 +119,77 @@ def test_resume_refuses_a_checkpoint_of_another_model(without_mask_iou_head, toy
                            '--work-dir', str(tmp_path / 'wd'), '--resume', path],
                           cwd=REPO_ROOT, capture_output=True, text=True)
     assert proc.returncode != 0
-    assert f'CheckpointMismatchError: checkpoint {path} does not fit' in proc.stderr
+    assert f'error: checkpoint {path} does not fit' in proc.stderr
+    assert 'Traceback' not in proc.stderr
 
 
 def test_test_tool_names_a_missing_checkpoint(toy_root, tmp_path):
     proc = subprocess.run([PY, 'tools/test.py', TOY_CONFIG, str(tmp_path / 'none.pth')],
                           cwd=REPO_ROOT, capture_output=True, text=True)
     assert proc.returncode != 0 and 'none.pth does not exist' in proc.stderr
+
+
+@pytest.mark.parametrize('args, message', [
+    (['configs/nope.py'], 'error: config configs/nope.py does not exist'),
+    ([TOY_CONFIG, '--data-root', '/nowhere/data'], 'error: data root /nowhere/data is not a'),
+    ([TOY_CONFIG, '--resume', '/nowhere/none.pth'],
+     '--resume: checkpoint /nowhere/none.pth does not exist'),
+    ([TOY_CONFIG, '--cfg-options', 'data_root=/tmp/'], 'error: cannot read annotation file '),
+])
+def test_train_input_errors_are_one_line_before_anything_is_written(args, message, tmp_path):
+    proc = subprocess.run([PY, 'tools/train.py', *args, '--work-dir', str(tmp_path / 'wd')],
+                          cwd=REPO_ROOT, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 1, proc.stderr
+    assert message in proc.stderr and 'Traceback' not in proc.stderr, proc.stderr
+    if 'annotation file' not in message:  # the runner (log directory) is built before the data
+        assert not osp.exists(tmp_path / 'wd')
+
+
+def test_relative_annotation_paths_name_the_directory_they_are_read_from(tmp_path,
+                                                                         monkeypatch):
+    from ms_rcnn.datasets.coco_checks import DatasetInputError, load_annotation_file
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(DatasetInputError, match=f'ann.json \\(relative to the current '
+                                                f'directory {tmp_path}\\): No such file'):
+        load_annotation_file('data/ann.json')
+    with pytest.raises(DatasetInputError) as err:
+        load_annotation_file(str(tmp_path / 'ann.json'))
+    assert 'relative to the current directory' not in str(err.value)
+
+
+def test_run_tool_turns_only_input_errors_into_one_line(monkeypatch):
+    from ms_rcnn.datasets.bad_data_policy import BadDatasetError
+    from ms_rcnn.utils.cli import TRACEBACK_ENV, run_tool
+
+    def failing(error):
+        def main(argv):
+            raise error
+        return main
+
+    monkeypatch.delenv(TRACEBACK_ENV, raising=False)
+    for error in (FileNotFoundError('config a.py does not exist'),
+                  BadDatasetError('a.json: 2 problems')):
+        with pytest.raises(SystemExit) as stop:
+            run_tool(failing(error))
+        assert stop.value.code == f'error: {error}'
+    with pytest.raises(ValueError, match='a bug'):  # not bad input: the traceback stays
+        run_tool(failing(ValueError('a bug')))
+    assert run_tool(lambda argv: argv, ['--x']) == ['--x']
+    monkeypatch.setenv(TRACEBACK_ENV, '1')
+    with pytest.raises(FileNotFoundError):
+        run_tool(failing(FileNotFoundError('config a.py does not exist')))
+
+
+def test_package_config_falls_back_to_the_installed_copy(tmp_path):
+    from ms_rcnn.utils.config import package_config
+    rel = osp.join('small_data', 'ms-rcnn_r18_fpn_nuclei-demo.py')
+    assert package_config(rel) == osp.join(REPO_ROOT, 'configs', rel)
+    package = tmp_path / 'site' / 'ms_rcnn'
+    os.makedirs(package / '.mim' / 'configs' / 'small_data')
+    (package / '.mim' / 'configs' / rel).write_text('')
+    assert package_config(rel, str(package)) == str(package / '.mim' / 'configs' / rel)
+    assert package_config('none.py', str(package)) == str(tmp_path / 'site' / 'configs' /
+                                                          'none.py')
 
 
 def test_test_tool_hands_a_url_checkpoint_to_mmengine(toy_root, tmp_path):
@@ -191,6 +256,10 @@ def test_non_editable_install_serves_mim_and_config_inheritance(trained, toy_roo
     work = tmp_path / 'work'
     out = run([MIM, 'train', 'ms_rcnn', TOY_CONFIG, '--work-dir', str(work), '--data-root',
                toy_root, '--cfg-options', 'train_cfg.max_epochs=1'], cwd=str(tmp_path), env=env)
+    demo_config = run([PY, '-c', 'import runpy; print(runpy.run_path("{}")["DEMO_CONFIG"])'.format(
+        installed / 'tools' / 'demo.py')], cwd=str(tmp_path), env=env).strip().splitlines()[-1]
+    assert demo_config == str(installed / 'configs' / 'small_data' /
+                              'ms-rcnn_r18_fpn_nuclei-demo.py')
     assert str(installed / 'tools' / 'train.py') in out or osp.isfile(work / 'epoch_1.pth')
     assert osp.isfile(work / 'epoch_1.pth')
     out = run([MIM, 'test', 'ms_rcnn', TOY_CONFIG, '--checkpoint', str(work / 'epoch_1.pth'),

@@ -119,7 +119,7 @@ def _report_text(ann_file: str, img_dir: Optional[str], ann: Any,
                  problems: Sequence[Problem], max_print: int) -> str:
     """The human-readable report of one checked annotation file."""
     sections = ann if isinstance(ann, dict) else {}
-    sizes = ', '.join(f'{len(sections[key]) if isinstance(sections.get(key), list) else 0} {key}'
+    sizes = ', '.join(f'{key}: {len(sections[key]) if isinstance(sections.get(key), list) else 0}'
                       for key in ('images', 'annotations', 'categories'))
     lines = [f'{ann_file}: {sizes}' + (f' (images in {img_dir})' if img_dir else '')]
     summary = summarize(problems)

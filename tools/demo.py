@@ -20,11 +20,11 @@ import ms_rcnn  # noqa: F401  registers modules and the safe checkpoint loader
 from ms_rcnn.analysis import format_report
 from ms_rcnn.apis import analyse_checkpoint, save_visualizations
 from ms_rcnn.demo_data import make_nuclei_coco
-from ms_rcnn.testing import REPO_ROOT
-from ms_rcnn.utils.config import load_config
+from ms_rcnn.utils.cli import run_tool
+from ms_rcnn.utils.config import load_config, package_config
 from ms_rcnn.utils.json_report import write_json
 
-DEMO_CONFIG = osp.join(REPO_ROOT, 'configs', 'small_data', 'ms-rcnn_r18_fpn_nuclei-demo.py')
+DEMO_CONFIG = package_config(osp.join('small_data', 'ms-rcnn_r18_fpn_nuclei-demo.py'))
 
 
 def parse_args(argv=None):
@@ -120,4 +120,4 @@ def main(argv=None):
 
 
 if __name__ == '__main__':
-    main()
+    run_tool(main)

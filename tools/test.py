@@ -9,6 +9,7 @@ from mmengine.runner import Runner
 
 import ms_rcnn  # noqa: F401  registers modules and the safe checkpoint loader
 from ms_rcnn.engine import CheckpointFitHook
+from ms_rcnn.utils.cli import run_tool
 from ms_rcnn.utils.config import load_config
 from mmdet.engine.hooks.utils import trigger_visualization_hook
 from mmdet.evaluation import DumpDetResults
@@ -55,4 +56,4 @@ def main(argv=None):
 
 
 if __name__ == '__main__':
-    main()
+    run_tool(main)

@@ -10,6 +10,7 @@ from mmengine.runner import Runner, find_latest_checkpoint
 
 import ms_rcnn  # noqa: F401  registers modules and the safe checkpoint loader
 from ms_rcnn.engine import CheckpointFitHook
+from ms_rcnn.utils.cli import run_tool
 from ms_rcnn.utils.config import check_pretrained_weights_loadable, load_config
 from mmdet.utils import setup_cache_size_limit_of_dynamo
 
@@ -58,6 +59,8 @@ def build_config(args) -> Config:
             print(f'--resume: no checkpoint in {cfg.work_dir}; training starts from scratch',
                   file=sys.stderr)
     elif args.resume is not None:
+        if '://' not in args.resume and not os.path.isfile(args.resume):
+            raise SystemExit(f'--resume: checkpoint {args.resume} does not exist')
         cfg.resume = True
         cfg.load_from = args.resume
     return cfg
@@ -75,4 +78,4 @@ def main(argv=None):
 
 
 if __name__ == '__main__':
-    main()
+    run_tool(main)

@@ -53,6 +53,7 @@ train_dataloader = dict(
                  data_prefix=dict(img='images/train/'), pipeline=train_pipeline))
 val_dataloader = dict(
     num_workers=2,
+    persistent_workers=False,  # evaluated once a run; also lets num_workers=0 be set alone
     dataset=dict(type='ms_rcnn.CheckedCocoDataset', data_root=data_root, metainfo=metainfo,
                  ann_file='annotations/instances_val.json',
                  data_prefix=dict(img='images/val/'), pipeline=test_pipeline))

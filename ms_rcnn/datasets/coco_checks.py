@@ -66,6 +66,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import os.path as osp
 from collections import defaultdict
 from dataclasses import dataclass
@@ -659,6 +660,8 @@ def load_annotation_file(path: str) -> Any:
         with open(path, encoding='utf-8') as f:
             return json.load(f)
     except OSError as exc:
-        raise DatasetInputError(f'cannot read annotation file {path}: {exc.strerror or exc}')
+        where = '' if osp.isabs(path) else f' (relative to the current directory {os.getcwd()})'
+        raise DatasetInputError(
+            f'cannot read annotation file {path}{where}: {exc.strerror or exc}') from None
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise DatasetInputError(f'annotation file {path} is not valid JSON: {exc}')

@@ -139,8 +139,8 @@ def check_pretrained_weights_loadable(cfg: Config, path: str) -> None:
         path (str): Its file, for the message.
 
     Raises:
-        ImportError: The model loads ``torchvision://`` weights and torchvision cannot be
-            imported; says what to install, or how to train from scratch.
+        MissingDependencyError: The model loads ``torchvision://`` weights and torchvision
+            cannot be imported; says what to install, or how to train from scratch.
     """
     fields = torchvision_weights(cfg.get('model'))
     if not fields:
@@ -155,12 +155,34 @@ def check_pretrained_weights_loadable(cfg: Config, path: str) -> None:
         scratch = ' '.join(sorted({re.sub(r'\.checkpoint$', '', field) + '=None'
                                    for field, _ in fields}))
         named = ', '.join(f'{field}={checkpoint}' for field, checkpoint in fields)
-        raise ImportError(
+        raise MissingDependencyError(
             f'{path}: {named} loads ImageNet weights through torchvision, which '
             f'cannot be imported ({type(exc).__name__}: {exc}). Install the torchvision '
             f'that matches torch {torch.__version__} ({match}, from the same index as torch: '
             f'a CPU build needs the CPU torchvision), or train from scratch with '
             f'--cfg-options {scratch}') from None
+
+
+def package_config(rel: str, package_dir: Optional[str] = None) -> str:
+    """Path of one of our configs, ``rel`` under ``configs/``.
+
+    From a checkout that is ``configs/rel``; from an installed wheel (``pip install .``), which
+    holds no checkout, the copy in the package's ``.mim/configs``. When neither exists, the
+    checkout's path, for the error that names it.
+
+    Args:
+        rel (str): Path under ``configs/``.
+        package_dir (str, optional): The ``ms_rcnn`` package directory (default: this one).
+    """
+    package_dir = package_dir or osp.dirname(osp.dirname(osp.abspath(__file__)))
+    checkout = osp.join(osp.dirname(package_dir), 'configs', rel)
+    installed = osp.join(package_dir, '.mim', 'configs', rel)
+    return installed if not osp.isfile(checkout) and osp.isfile(installed) else checkout
+
+
+class MissingDependencyError(ImportError):
+    """A package that the config needs (e.g. torchvision for ``torchvision://`` weights) is
+    missing; the message says what to install or to change."""
 
 
 def enable_package_config_inheritance() -> None:

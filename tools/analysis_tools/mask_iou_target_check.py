@@ -28,6 +28,7 @@ import ms_rcnn  # noqa: E402,F401
 from ms_rcnn.analysis import correlations  # noqa: E402
 from ms_rcnn.models.mask_iou_math import logit_threshold  # noqa: E402
 from ms_rcnn.utils.checkpoint import check_checkpoint_fits  # noqa: E402
+from ms_rcnn.utils.cli import run_tool  # noqa: E402
 from ms_rcnn.utils.config import load_config  # noqa: E402
 from ms_rcnn.utils.json_report import write_json  # noqa: E402
 
@@ -143,4 +144,4 @@ def main(argv: Optional[List[str]] = None) -> dict:
 
 
 if __name__ == '__main__':
-    main()
+    run_tool(main)

@@ -14,6 +14,7 @@ import argparse
 import ms_rcnn  # noqa: F401  registers modules and the safe checkpoint loader
 from ms_rcnn.analysis import format_report
 from ms_rcnn.apis import analyse_checkpoint
+from ms_rcnn.utils.cli import run_tool
 
 
 def parse_args(argv=None):
@@ -38,4 +39,4 @@ def main(argv=None):
 
 
 if __name__ == '__main__':
-    main()
+    run_tool(main)
