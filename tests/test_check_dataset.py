@@ -262,7 +262,8 @@ def test_exif_orientation_can_be_ignored_as_the_pipeline_does(tmp_path, capsys):
     # A config whose pipeline reads the stored pixels is checked the same way.
     dataset = (f'dict(ann_file={str(ann_file)!r}, data_prefix=dict(img={str(img_dir) + "/"!r}), '
                'pipeline=[dict(type="LoadImageFromFile"{}), dict(type="PackDetInputs")])')
-    for color_type, code in (('', 1), (', color_type="color_ignore_orientation"', 0)):
+    for color_type, code in (('', 1), (', color_type="color_ignore_orientation"', 0),
+                             (', color_type="unchanged"', 0)):
         config = write_config(tmp_path, 'train_dataloader = dict(dataset=dict(type="RepeatDataset",'
                               f' times=2, dataset={dataset.format(color_type)}))\n')
         assert cd.main([config]) == code, capsys.readouterr().out

@@ -118,7 +118,7 @@ def test_forward_hooks_see_the_layer_output_before_the_relu():
     torch.testing.assert_close(held[0]['grad'], held[1]['grad'], rtol=1e-4, atol=1e-5)
 
 
-@pytest.mark.parametrize('where', ['relu', 'relu_pre', 'global'])
+@pytest.mark.parametrize('where', ['relu', 'relu_pre', 'global', 'global_pre'])
 def test_relu_hooks_are_called_as_with_mmdets_head(where):
     # Hooks on the ReLU module (or on every module) see each activation, as mmdet's head shows.
     ours, theirs, feats, masks = heads_with_equal_weights()
@@ -131,9 +131,13 @@ def test_relu_hooks_are_called_as_with_mmdets_head(where):
         elif where == 'relu_pre':
             handle = head.relu.register_forward_pre_hook(
                 lambda module, args: outputs.append(args[0]))
-        else:
+        elif where == 'global':
             handle = torch.nn.modules.module.register_module_forward_hook(
                 lambda module, args, out: outputs.append(out)
+                if isinstance(module, torch.nn.ReLU) else None)
+        else:
+            handle = torch.nn.modules.module.register_module_forward_pre_hook(
+                lambda module, args: outputs.append(args[0])
                 if isinstance(module, torch.nn.ReLU) else None)
         try:
             with torch.no_grad():
@@ -145,8 +149,42 @@ def test_relu_hooks_are_called_as_with_mmdets_head(where):
     for ours_out, theirs_out in zip(*seen):
         torch.testing.assert_close(ours_out.contiguous(), theirs_out.contiguous(),
                                    rtol=1e-5, atol=1e-6)
-    if where == 'relu_pre':
+    if where in ('relu_pre', 'global_pre'):
         assert any((out < 0).any() for out in seen[0])
+
+
+@pytest.mark.parametrize('where', ['layer', 'layer_pre', 'relu', 'global'])
+def test_backward_hooks_work_as_with_mmdets_head(where):
+    # Full backward hooks wrap a module's output in a view that must not change in place, and
+    # guided backpropagation hooks the ReLUs' backward: both as with mmdet's head.
+    ours, theirs, feats, masks = heads_with_equal_weights()
+    calls, grads = [], []
+    for head in (ours, theirs):
+        count = []
+        def name(module):  # our FC layers are nn.Linear subclasses
+            return type(module).__name__.replace('OneDNNLinear', 'Linear')
+
+        hook = lambda module, grad_in, grad_out: count.append(name(module))  # noqa: E731
+        if where == 'layer':
+            handle = head.convs[0].register_full_backward_hook(hook)
+        elif where == 'layer_pre':
+            handle = head.fcs[0].register_full_backward_pre_hook(
+                lambda module, grad_out: count.append(name(module)))
+        elif where == 'relu':
+            handle = head.relu.register_full_backward_hook(hook)
+        else:
+            handle = torch.nn.modules.module.register_module_full_backward_hook(hook)
+        try:
+            head.zero_grad()
+            # Inputs that need gradients: a full backward hook then sees grad_input too.
+            head(feats.clone().requires_grad_(), masks.clone().requires_grad_()
+                 ).square().sum().backward()
+        finally:
+            handle.remove()
+        calls.append(count)
+        grads.append(head.convs[0].weight.grad.clone())
+    assert calls[0] == calls[1] and len(calls[0]) >= (6 if where in ('relu', 'global') else 1)
+    torch.testing.assert_close(grads[0], grads[1], rtol=1e-4, atol=1e-5)
 
 
 def test_cat_channels_last_is_cat_in_nhwc_memory_with_the_same_gradients():

@@ -3,6 +3,7 @@ import json
 import os
 import os.path as osp
 import pickle
+import re
 import shutil
 import subprocess
 import sys
@@ -149,8 +150,8 @@ def test_relative_annotation_paths_name_the_directory_they_are_read_from(tmp_pat
                                                                          monkeypatch):
     from ms_rcnn.datasets.coco_checks import DatasetInputError, load_annotation_file
     monkeypatch.chdir(tmp_path)
-    with pytest.raises(DatasetInputError, match=f'ann.json \\(relative to the current '
-                                                f'directory {tmp_path}\\): No such file'):
+    with pytest.raises(DatasetInputError, match=re.escape(
+            f'ann.json (relative to the current directory {os.getcwd()}): No such file')):
         load_annotation_file('data/ann.json')
     with pytest.raises(DatasetInputError) as err:
         load_annotation_file(str(tmp_path / 'ann.json'))
@@ -175,6 +176,9 @@ def test_run_tool_turns_only_input_errors_into_one_line(monkeypatch):
     with pytest.raises(ValueError, match='a bug'):  # not bad input: the traceback stays
         run_tool(failing(ValueError('a bug')))
     assert run_tool(lambda argv: argv, ['--x']) == ['--x']
+    monkeypatch.setenv(TRACEBACK_ENV, '0')
+    with pytest.raises(SystemExit):
+        run_tool(failing(FileNotFoundError('config a.py does not exist')))
     monkeypatch.setenv(TRACEBACK_ENV, '1')
     with pytest.raises(FileNotFoundError):
         run_tool(failing(FileNotFoundError('config a.py does not exist')))

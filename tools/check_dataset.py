@@ -62,11 +62,13 @@ def _dataset_source(dataset: dict, data_root: Optional[str]) -> Source:
 
 
 def _ignores_exif_orientation(pipeline: Any) -> bool:
-    """Whether a pipeline's ``LoadImageFromFile`` reads the stored pixels, not EXIF-turned."""
+    """Whether a pipeline's ``LoadImageFromFile`` reads the stored pixels, not EXIF-turned
+    (``color_type`` ``'unchanged'`` or ``'*_ignore_orientation'``)."""
     for transform in pipeline or []:
         if isinstance(transform, dict) and \
                 str(transform.get('type', '')).endswith('LoadImageFromFile'):
-            return str(transform.get('color_type', 'color')).endswith('_ignore_orientation')
+            color_type = str(transform.get('color_type', 'color'))
+            return color_type == 'unchanged' or color_type.endswith('_ignore_orientation')
     return False
 
 

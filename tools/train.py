@@ -49,8 +49,8 @@ def build_config(args) -> Config:
             cfg.optim_wrapper.loss_scale = 'dynamic'
     if args.auto_scale_lr:
         if 'auto_scale_lr' not in cfg or 'base_batch_size' not in cfg.auto_scale_lr:
-            raise RuntimeError('--auto-scale-lr needs `auto_scale_lr.base_batch_size` '
-                               f'in {args.config}')
+            raise SystemExit('--auto-scale-lr needs `auto_scale_lr.base_batch_size` '
+                             f'in {args.config}')
         cfg.auto_scale_lr.enable = True
     if args.resume == 'auto':
         cfg.resume = True

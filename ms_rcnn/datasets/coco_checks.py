@@ -329,7 +329,8 @@ def size_mismatch(actual: Tuple[int, int], expected: Tuple[int, int]) -> Optiona
     if tuple(actual) == tuple(expected)[::-1]:
         swapped = (' (swapped: the file\'s EXIF orientation turns it by 90 degrees? If the '
                    'annotations were drawn on the stored pixels, load the images with '
-                   "LoadImageFromFile(color_type='color_ignore_orientation'))")
+                   "LoadImageFromFile(color_type='color_ignore_orientation'); if on the turned "
+                   'image, swap the width and height in the annotation file)')
     return (f'image is {actual[0]}x{actual[1]} (HxW) but the annotation file says '
             f'{expected[0]}x{expected[1]}{swapped}')
 

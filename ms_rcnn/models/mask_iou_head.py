@@ -114,12 +114,12 @@ class MaskIoUHead(BaseModule):
 
         In place saves writing a second 20 MB map per conv for 100 RoIs (2-4% of the head's
         CPU inference, docs/benchmarks.md); no conv or FC backward reads its output. With a
-        hook on the layer, on ``self.relu`` or on every module (feature extraction, Grad-CAM),
-        ``self.relu`` runs out of place, so each hook is called and keeps what it was given, as
-        with mmdet's head.
+        forward or backward hook on the layer, any hook on ``self.relu`` or on every module
+        (feature extraction, Grad-CAM, guided backpropagation), ``self.relu`` runs out of
+        place, so each hook is called and keeps what it was given, as with mmdet's head.
         """
         out = layer(x)
-        if layer._forward_hooks or _has_hooks(self.relu) or _has_global_hooks():
+        if _holds_output(layer) or _has_hooks(self.relu) or _has_global_hooks():
             return self.relu(out)
         return out.relu_()
 
@@ -244,12 +244,19 @@ def select_class(per_class: Tensor, labels: Tensor) -> Tensor:
     return per_class[torch.arange(labels.numel(), device=labels.device), labels]
 
 
+def _holds_output(module: nn.Module) -> bool:
+    """Whether a hook on ``module`` holds its output: a forward hook is given it, and a full
+    backward hook wraps it in a view that must not be changed in place."""
+    return bool(module._forward_hooks or module._backward_hooks or module._backward_pre_hooks)
+
+
 def _has_hooks(module: nn.Module) -> bool:
-    """Whether a forward or forward-pre hook is registered on ``module`` itself."""
-    return bool(module._forward_hooks or module._forward_pre_hooks)
+    """Whether any forward or backward hook (or pre-hook) is registered on ``module`` itself."""
+    return bool(_holds_output(module) or module._forward_pre_hooks)
 
 
 def _has_global_hooks() -> bool:
-    """Whether a forward or forward-pre hook is registered for every module."""
+    """Whether any forward or backward hook (or pre-hook) is registered for every module."""
     hooks = nn.modules.module
-    return bool(hooks._global_forward_hooks or hooks._global_forward_pre_hooks)
+    return bool(hooks._global_forward_hooks or hooks._global_forward_pre_hooks
+                or hooks._global_backward_hooks or hooks._global_backward_pre_hooks)

@@ -32,6 +32,6 @@ def run_tool(main: Callable[[Optional[Sequence[str]]], Any],
     try:
         return main(argv)
     except input_errors() as exc:
-        if os.environ.get(TRACEBACK_ENV):
+        if os.environ.get(TRACEBACK_ENV, '') not in ('', '0'):
             raise
         raise SystemExit(f'error: {exc}') from None
