@@ -330,6 +330,67 @@ def test_distributed_states_are_gathered_only_where_a_checkpoint_is_saved(monkey
     assert torch.equal(best['rng_state']['ranks'][0]['torch'], torch.get_rng_state())
 
 
+@pytest.mark.parametrize('train_cfg, checkpoint_cfg', [
+    (dict(by_epoch=True, max_epochs=3, val_interval=1), dict(interval=1, save_best='acc')),
+    (dict(by_epoch=True, max_epochs=3, val_interval=1),
+     dict(interval=3, by_epoch=False, save_best='acc')),
+    (dict(type='IterBasedTrainLoop', max_iters=12, val_interval=4),
+     dict(interval=4, by_epoch=False, save_begin=5, save_best='acc')),
+    (dict(type='IterBasedTrainLoop', max_iters=7, val_interval=3),
+     dict(interval=-1, by_epoch=False, save_last=True)),
+], ids=['epochs', 'epochs_iter_ckpt', 'iters_best', 'iters_last_only'])
+def test_every_checkpoint_of_a_distributed_run_holds_the_states(train_cfg, checkpoint_cfg,
+                                                                tmp_path, monkeypatch):
+    # mmengine's own loops and CheckpointHook on a tiny model, with two ranks faked: each saved
+    # checkpoint (periodic, last, best) must hold generator states gathered for its iteration.
+    from mmengine.evaluator import BaseMetric
+    from mmengine.model import BaseModel
+    from mmengine.runner import Runner
+
+    from ms_rcnn.engine import RNGStateHook, hooks as hooks_module
+
+    class Line(BaseModel):
+        def __init__(self):
+            super().__init__()
+            self.fc = torch.nn.Linear(1, 1)
+
+        def forward(self, x, mode='tensor'):
+            out = self.fc(torch.stack(x) if isinstance(x, list) else x)
+            return dict(loss=out.square().mean()) if mode == 'loss' else list(out)
+
+    class RandomScore(BaseMetric):
+        def process(self, data_batch, data_samples):
+            self.results.append(0)
+
+        def compute_metrics(self, results):
+            return dict(acc=float(torch.rand(1)))
+
+    gathers, saves = [], []
+    monkeypatch.setattr(hooks_module, 'get_world_size', lambda: 2)
+    monkeypatch.setattr(hooks_module, 'all_gather_object',
+                        lambda state: gathers.append(state) or [state, state])
+    hook = RNGStateHook()
+    save = hook.before_save_checkpoint
+
+    def recording_save(runner, checkpoint):
+        save(runner, checkpoint)
+        saves.append((checkpoint['meta']['iter'], 'rng_state' in checkpoint))
+
+    monkeypatch.setattr(hook, 'before_save_checkpoint', recording_save)
+    loader = dict(dataset=[dict(x=torch.ones(1)) for _ in range(5)], batch_size=1,
+                  sampler=dict(type='DefaultSampler', shuffle=False),
+                  collate_fn=dict(type='default_collate'))
+    runner = Runner(model=Line(), work_dir=str(tmp_path), train_dataloader=loader,
+                    optim_wrapper=dict(optimizer=dict(type='SGD', lr=0.01)),
+                    train_cfg=train_cfg, val_dataloader=loader, val_cfg=dict(),
+                    val_evaluator=[RandomScore()],
+                    default_hooks=dict(checkpoint=dict(type='CheckpointHook', **checkpoint_cfg)),
+                    custom_hooks=[hook], log_level='ERROR')
+    runner.train()
+    assert saves and all(held for _, held in saves), saves
+    assert len(gathers) < runner.iter  # not every iteration
+
+
 def test_small_data_configs_resume_exactly():
     from mmengine.config import Config
     for name in ('ms-rcnn_r18_fpn_balloon.py', 'ms-rcnn_r18_fpn_coco-person.py'):
