@@ -121,7 +121,9 @@ def test_a_missing_image_stops_training_before_it_starts(tmp_path):
                            '--work-dir', work_dir], cwd=REPO_ROOT, capture_output=True,
                           text=True, timeout=600)
     assert proc.returncode != 0
-    assert 'BadDatasetError' in proc.stderr
+    assert proc.returncode == 1 and 'Traceback' not in proc.stderr  # one line, not a traceback
+    assert f"error: {osp.join(root, 'annotations', 'instances_train.json')}: 1 problem" \
+        in proc.stderr
     assert 'image_missing: image file not found:' in proc.stderr
     assert osp.join(root, 'images', 'train', 'train_0003.png') in proc.stderr
     assert not any(name.endswith('.pth') for name in os.listdir(work_dir))
