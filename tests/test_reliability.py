@@ -385,7 +385,7 @@ def test_every_checkpoint_of_a_distributed_run_holds_the_states(train_cfg, check
                     train_cfg=train_cfg, val_dataloader=loader, val_cfg=dict(),
                     val_evaluator=[RandomScore()],
                     default_hooks=dict(checkpoint=dict(type='CheckpointHook', **checkpoint_cfg)),
-                    custom_hooks=[hook], log_level='ERROR')
+                    custom_hooks=[hook], log_level='ERROR', experiment_name=tmp_path.name)
     runner.train()
     assert saves and all(held for _, held in saves), saves
     assert len(gathers) < runner.iter  # not every iteration
