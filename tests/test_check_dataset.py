@@ -254,7 +254,7 @@ def test_exif_orientation_can_be_ignored_as_the_pipeline_does(tmp_path, capsys):
     exif_turned_image(osp.join(img_dir, 'img2.png'), H, W)  # annotated as stored
     (problem,) = cd.check_coco(ann, img_dir)
     assert problem.kind == 'image_size_mismatch' and 'color_ignore_orientation' in problem.message
-    assert cd.check_coco(ann, img_dir, exif_orientation=False) == []
+    assert cd.check_coco(ann, img_dir, color_type='color_ignore_orientation') == []
     ann_file = tmp_path / 'ann.json'
     write_json(ann_file, ann)
     assert cd.main([str(ann_file), str(img_dir)]) == 1
@@ -388,7 +388,7 @@ def config_dataset(tmp_path):
 def test_config_sources_join_data_root_through_wrappers(config_dataset):
     config, root = config_dataset
     assert cd.sources_from_config(config, 'train') == [
-        (osp.join(str(root), 'annotations/train.json'), osp.join(str(root), 'images/'), True)]
+        (osp.join(str(root), 'annotations/train.json'), osp.join(str(root), 'images/'), 'color')]
 
 
 def test_config_split_exit_codes(config_dataset, capsys):
@@ -408,7 +408,7 @@ def test_config_relative_data_root_and_override(config_dataset, tmp_path, monkey
         'val_dataloader = dict(dataset=dict(data_root="data/",\n'
         '    ann_file="annotations/train.json", data_prefix=dict(img="images/")))\n'))
     assert cd.sources_from_config(rel, 'val') == [('data/annotations/train.json',
-                                                   'data/images/', True)]
+                                                   'data/images/', 'color')]
     assert cd.main([rel, '--split', 'val']) == 0
     assert cd.main([config, '--split', 'val', '--data-root', str(tmp_path / 'nowhere')]) == 2
 

@@ -9,8 +9,8 @@ Usage::
     python tools/check_dataset.py CONFIG --split train|val|test [--data-root DIR]
 
 Images are decoded as mmdet's ``LoadImageFromFile`` decodes them by default, turned as their
-EXIF orientation says; ``--ignore-exif-orientation`` compares the stored pixels instead, as a
-config whose pipeline loads with ``color_type='color_ignore_orientation'`` does by itself.
+EXIF orientation says; ``--ignore-exif-orientation`` compares the stored pixels instead. In the
+config form they are decoded with the ``color_type`` of the pipeline's ``LoadImageFromFile``.
 
 In the config form, ``ann_file``, ``data_root`` and ``data_prefix.img`` are read from
 ``<split>_dataloader.dataset`` (through wrappers such as ``RepeatDataset`` that nest a
@@ -33,16 +33,19 @@ from collections import Counter
 from dataclasses import asdict
 from typing import Any, Dict, List, NamedTuple, Optional, Sequence
 
+from mmcv.image.io import imread_flags
+
 from ms_rcnn.datasets.coco_checks import (ERROR, WARNING, DatasetInputError, Problem,
                                           check_coco, load_annotation_file)
 from ms_rcnn.utils.config import dataset_cfgs
 
 
 class Source(NamedTuple):
-    """One annotation file to check, its image directory and how its images are decoded."""
+    """One annotation file to check, its image directory and how its images are decoded
+    (``LoadImageFromFile``'s ``color_type``)."""
     ann_file: str
     img_dir: Optional[str]
-    exif_orientation: bool = True
+    color_type: str = 'color'
 
 
 def _join_root(data_root: str, path: str) -> str:
@@ -58,26 +61,30 @@ def _dataset_source(dataset: dict, data_root: Optional[str]) -> Source:
     prefix = dataset.get('data_prefix') or {}
     img_prefix = prefix.get('img', prefix.get('img_path', '')) or ''
     return Source(_join_root(root, dataset['ann_file']), _join_root(root, img_prefix),
-                  exif_orientation=not _ignores_exif_orientation(dataset.get('pipeline')))
+                  _color_type(dataset.get('pipeline')))
 
 
-def _ignores_exif_orientation(pipeline: Any) -> bool:
-    """Whether a pipeline's ``LoadImageFromFile`` reads the stored pixels, not EXIF-turned
-    (``color_type`` ``'unchanged'`` or ``'*_ignore_orientation'``)."""
+def _color_type(pipeline: Any) -> str:
+    """The ``color_type`` of a pipeline's ``LoadImageFromFile`` (its default, ``'color'``)."""
     for transform in pipeline or []:
         if isinstance(transform, dict) and \
                 str(transform.get('type', '')).endswith('LoadImageFromFile'):
-            color_type = str(transform.get('color_type', 'color'))
-            return color_type == 'unchanged' or color_type.endswith('_ignore_orientation')
-    return False
+            color_type = transform.get('color_type', 'color')
+            if color_type not in imread_flags:
+                raise DatasetInputError(
+                    f'LoadImageFromFile.color_type={color_type!r} is not one of mmcv\'s '
+                    f'{sorted(imread_flags)}')
+            return color_type
+    return 'color'
 
 
 def sources_from_config(config: str, split: str,
                         data_root: Optional[str] = None) -> List[Source]:
     """Annotation files and image directories of a config's ``<split>_dataloader``.
 
-    Each image directory is checked the way its pipeline's ``LoadImageFromFile`` decodes it:
-    with ``color_type='color_ignore_orientation'`` the EXIF orientation is not applied.
+    Each image directory is checked the way its pipeline's ``LoadImageFromFile`` decodes it
+    (its ``color_type``: with ``'color_ignore_orientation'`` the EXIF orientation is not
+    applied).
 
     Args:
         config (str): Path of an mmdet config file.
@@ -85,7 +92,7 @@ def sources_from_config(config: str, split: str,
         data_root (str | None): Replaces every dataset's ``data_root`` when given.
 
     Returns:
-        list[Source]: ``(ann_file, img_dir, exif_orientation)``, one per dataset.
+        list[Source]: ``(ann_file, img_dir, color_type)``, one per dataset.
 
     Raises:
         DatasetInputError: When the config cannot be read or names no annotation file.
@@ -182,7 +189,7 @@ def _resolve_sources(args: argparse.Namespace) -> List[Source]:
     else:
         sources = [Source(args.source, args.img_dir)]
     if args.ignore_exif_orientation:
-        sources = [source._replace(exif_orientation=False) for source in sources]
+        sources = [source._replace(color_type='color_ignore_orientation') for source in sources]
     return sources
 
 
@@ -210,9 +217,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                 print(f'error: image directory {img_dir} does not exist', file=sys.stderr)
             return 2
     reports, num_errors = [], 0
-    for (ann_file, img_dir, exif_orientation), ann in loaded:
+    for (ann_file, img_dir, color_type), ann in loaded:
         problems = check_coco(ann, img_dir, check_images=not args.skip_images,
-                              expect_masks=not args.no_masks, exif_orientation=exif_orientation)
+                              expect_masks=not args.no_masks, color_type=color_type)
         num_errors += sum(p.severity == ERROR for p in problems)
         print(_report_text(ann_file, img_dir, ann, problems, args.max_print))
         reports.append(_report_json(ann_file, img_dir, problems))

@@ -57,10 +57,9 @@ polygon_zero_area_part     warning   one part of a multi-part polygon mask has a
                                      mask as a whole does not
 =========================  ========  ==============================================================
 
-Images are decoded with ``cv2.IMREAD_COLOR`` (EXIF orientation applied), the way mmdet's
-``LoadImageFromFile`` reads them, so a size mismatch here is one that training would see;
-``exif_orientation=False`` reads the stored pixels, as ``color_type='color_ignore_orientation'``
-does.
+Images are decoded with mmcv's OpenCV flags for ``LoadImageFromFile``'s ``color_type``
+(default ``'color'``: EXIF orientation applied), so a size mismatch here is one that training
+would see; ``'color_ignore_orientation'`` or ``'unchanged'`` read the stored pixels.
 """
 from __future__ import annotations
 
@@ -71,6 +70,8 @@ import os.path as osp
 from collections import defaultdict
 from dataclasses import dataclass
 from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple
+
+from mmcv.image.io import imread_flags
 
 
 ERROR = 'error'
@@ -336,11 +337,10 @@ def size_mismatch(actual: Tuple[int, int], expected: Tuple[int, int]) -> Optiona
 
 
 def check_image_file(img: dict, img_dir: str, decode: bool = True,
-                     exif_orientation: bool = True) -> Optional[Problem]:
+                     color_type: str = 'color') -> Optional[Problem]:
     """Check that one image exists and, with ``decode``, that it decodes to the entry's size.
 
-    ``exif_orientation=False`` decodes the stored pixels, as ``LoadImageFromFile`` does with
-    ``color_type='color_ignore_orientation'``.
+    It is decoded as ``LoadImageFromFile(color_type=color_type)`` decodes it (mmcv's flags).
 
     Returns:
         Problem | None: The problem, or None.
@@ -354,9 +354,7 @@ def check_image_file(img: dict, img_dir: str, decode: bool = True,
         return _problem('image_missing', f'image file not found: {path}', **where)
     if not decode:
         return None
-    flags = cv2.IMREAD_COLOR if exif_orientation else \
-        cv2.IMREAD_COLOR | cv2.IMREAD_IGNORE_ORIENTATION
-    data = cv2.imread(path, flags)
+    data = cv2.imread(path, imread_flags[color_type])
     if data is None:
         return _problem('image_unreadable', f'cannot decode image file {path}', **where)
     mismatch = size_mismatch(data.shape[:2], (img['height'], img['width']))
@@ -366,7 +364,7 @@ def check_image_file(img: dict, img_dir: str, decode: bool = True,
 
 
 def check_image_files(images: List[dict], img_dir: str, decode: bool = True,
-                      exif_orientation: bool = True) -> List[Problem]:
+                      color_type: str = 'color') -> List[Problem]:
     """Check the files of all well-formed image entries (each file once).
 
     Args:
@@ -374,8 +372,8 @@ def check_image_files(images: List[dict], img_dir: str, decode: bool = True,
         img_dir (str): Directory that the ``file_name``\\ s are relative to.
         decode (bool): Decode each image (size and readability); without it only existence is
             checked, one ``stat`` per file.
-        exif_orientation (bool): Turn images as their EXIF orientation says before comparing
-            sizes (mmdet's default); False compares the stored pixels.
+        color_type (str): ``LoadImageFromFile``'s ``color_type``, which says how to decode
+            (``'color'``, mmdet's default, turns images as their EXIF orientation says).
     """
     problems = []
     done: set = set()
@@ -383,7 +381,7 @@ def check_image_files(images: List[dict], img_dir: str, decode: bool = True,
         if _image_entry_problem(index, img) is not None or img['file_name'] in done:
             continue
         done.add(img['file_name'])
-        problem = check_image_file(img, img_dir, decode, exif_orientation)
+        problem = check_image_file(img, img_dir, decode, color_type)
         if problem is not None:
             problems.append(problem)
     return problems
@@ -619,7 +617,7 @@ def check_images_without_annotations(images_by_id: Dict[Any, dict],
 # ----------------------------------------------------------------------------- entry points
 
 def check_coco(ann: dict, img_dir: Optional[str], check_images: bool = True, *,
-               expect_masks: bool = True, exif_orientation: bool = True) -> List[Problem]:
+               expect_masks: bool = True, color_type: str = 'color') -> List[Problem]:
     """Check a loaded COCO instance-segmentation annotation dict (and its images).
 
     Args:
@@ -628,13 +626,15 @@ def check_coco(ann: dict, img_dir: Optional[str], check_images: bool = True, *,
             None the image files are not checked.
         check_images (bool): Whether to open the image files (existence, decoding, size).
         expect_masks (bool): Whether every annotation must have a segmentation.
-        exif_orientation (bool): Whether images are turned as their EXIF orientation says
-            before their size is compared (as ``LoadImageFromFile`` does by default).
+        color_type (str): How images are decoded, as ``LoadImageFromFile``'s ``color_type``
+            (one of mmcv's ``imread_flags``).
 
     Returns:
         list[Problem]: Every problem found, in a stable order (structure, categories, images,
         annotations); empty for a clean dataset.
     """
+    if color_type not in imread_flags:
+        raise ValueError(f'color_type must be one of {sorted(imread_flags)}, got {color_type!r}')
     problems = check_structure(ann)
     if problems:
         return problems
@@ -642,8 +642,7 @@ def check_coco(ann: dict, img_dir: Optional[str], check_images: bool = True, *,
     images_by_id, image_problems = index_images(ann['images'])
     problems += image_problems
     if check_images and img_dir is not None:
-        problems += check_image_files(ann['images'], img_dir,
-                                      exif_orientation=exif_orientation)
+        problems += check_image_files(ann['images'], img_dir, color_type=color_type)
     problems += check_images_without_annotations(images_by_id, ann['annotations'])
     for index, annotation in enumerate(ann['annotations']):
         problems += check_annotation(index, annotation, images_by_id, cat_ids, expect_masks)

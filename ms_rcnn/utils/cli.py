@@ -2,7 +2,7 @@
 import os
 from typing import Any, Callable, Optional, Sequence, Tuple, Type
 
-#: Set to any value to see the traceback of an input error instead of its one-line message.
+#: Set (to anything but '' or '0') to see an input error's traceback instead of its one line.
 TRACEBACK_ENV = 'MS_RCNN_TRACEBACK'
 
 
