@@ -4,7 +4,7 @@ import json
 import os
 import os.path as osp
 import time
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Optional, Sequence
 
 import cv2
 import numpy as np
@@ -155,30 +155,65 @@ class NoBlockingHostTransfers(TorchFunctionMode):
 
 
 def host_waits_for_device(fn: Callable[[], Any], device: torch.device,
-                          min_sleep_s: float = 0.2) -> bool:
+                          min_sleep_s: float = 0.2, attempts: int = 4) -> bool:
     """Whether ``fn()`` makes the host wait for device work queued before it (CUDA only).
 
     Catches every kind of synchronisation, also those torch's sync debug mode does not see
-    (a copy from pageable memory, an event wait, a sync inside an extension): the device is
-    kept busy with ``torch.cuda._sleep`` for several times ``fn``'s own duration (at least
-    ``min_sleep_s``), and ``fn`` must return on the host in less than half of that.
+    (a copy from pageable memory, an event wait, a sync inside an extension). The device is
+    kept busy with ``torch.cuda._sleep``, an event is recorded behind the sleep, and ``fn``
+    runs: if the event is still pending when ``fn`` returns, ``fn`` did not wait. The sleep's
+    length is read back from CUDA events rather than trusted from a clock-rate calibration
+    (GPU clocks ramp from a few hundred MHz at idle to about 2 GHz under load), and a sleep
+    that turned out too short to decide (:func:`sync_verdict`) is retried twice as long.
     """
     if device.type != 'cuda':
         raise ValueError(f'host_waits_for_device needs a CUDA device, got {device}')
-    torch.cuda.synchronize(device)
-    start = time.perf_counter()
-    fn()
-    torch.cuda.synchronize(device)
-    alone = time.perf_counter() - start
-    calibration = 10_000_000
-    start = time.perf_counter()
-    torch.cuda._sleep(calibration)
-    torch.cuda.synchronize(device)
-    cycles_per_s = calibration / max(time.perf_counter() - start, 1e-6)
-    busy = max(min_sleep_s, 5 * alone)
-    torch.cuda._sleep(int(busy * cycles_per_s))
-    start = time.perf_counter()
-    fn()
-    on_host = time.perf_counter() - start
-    torch.cuda.synchronize(device)
-    return on_host > busy / 2
+    with torch.cuda.device(device):
+        torch.cuda._sleep(100_000_000)  # ramp the clocks up before measuring anything
+        torch.cuda.synchronize()
+        start = time.perf_counter()
+        fn()
+        torch.cuda.synchronize()
+        alone_s = time.perf_counter() - start
+        cycles = 10_000_000
+        before, after = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        before.record()
+        torch.cuda._sleep(cycles)
+        after.record()
+        after.synchronize()
+        cycles_per_s = cycles / max(before.elapsed_time(after) / 1000, 1e-6)
+        sleep_s = max(min_sleep_s, 5 * alone_s)
+        for _ in range(attempts):
+            before.record()
+            torch.cuda._sleep(int(sleep_s * cycles_per_s))
+            after.record()
+            fn()
+            pending = not after.query()
+            after.synchronize()
+            verdict = sync_verdict(pending, before.elapsed_time(after) / 1000, alone_s)
+            if verdict is not None:
+                return verdict
+            sleep_s *= 2
+    raise RuntimeError(f'could not tell whether the call waits for the device: it took '
+                       f'{alone_s:.3f} s alone and a sleep of up to {sleep_s / 2:.3f} s did not '
+                       f'outlast it')
+
+
+def sync_verdict(pending: bool, slept_s: float, alone_s: float) -> Optional[bool]:
+    """Decide from one try of :func:`host_waits_for_device` whether the call waited.
+
+    Args:
+        pending (bool): Whether the device's sleep was still running when the call returned.
+        slept_s (float): How long the sleep ran on the device (seconds).
+        alone_s (float): How long the call takes on its own, device work included (seconds).
+
+    Returns:
+        bool or None: False when the sleep was still running (the call cannot have waited for
+        it); True when it had ended although it was at least 3x as long as the call alone (only
+        a wait explains that); None when the sleep was too short to tell.
+    """
+    if pending:
+        return False
+    if slept_s >= 3 * alone_s:
+        return True
+    return None

@@ -11,6 +11,7 @@ import subprocess
 import sys
 
 import pytest
+import torch
 
 from ms_rcnn.testing import REPO_ROOT
 
@@ -24,10 +25,11 @@ def test_shell_scripts_parse(path):
     assert proc.returncode == 0, proc.stderr
 
 
-def run_checks(tmp_path, *steps):
+def run_checks(tmp_path, *steps, **extra_env):
     env = dict(os.environ, OUT=str(tmp_path / 'out'), DEVICE='cpu', PYTHON=sys.executable,
                SITE=str(tmp_path / 'site'), WHEELS=str(tmp_path / 'no_wheels'),
                OMP_NUM_THREADS='1')
+    env.update(extra_env)
     return subprocess.run(['bash', SCRIPT, *steps], cwd=REPO_ROOT, env=env,
                           capture_output=True, text=True, timeout=600)
 
@@ -44,9 +46,10 @@ def test_rehearsal_records_each_step(tmp_path):
     assert proc.returncode == 0, proc.stdout[-3000:]
     summary = (tmp_path / 'out' / 'summary.txt').read_text().splitlines()
     assert [line.split()[:2] for line in summary] == [
-        ['setup', 'ok'], ['environment', 'ok'], ['cuda_tests', 'ok']]
+        ['environment', 'ok'], ['setup', 'ok'], ['cuda_tests', 'ok']]
     log = (tmp_path / 'out' / 'log.txt').read_text()
     assert 'nothing to install' in log and 'ops run on cpu' in log
+    assert f'torch {torch.__version__}' in log and 'cores' in log
     assert log.rstrip().endswith(summary[-1])  # the log is complete
 
 
@@ -65,3 +68,34 @@ def test_failed_step_sets_exit_status_and_later_steps_run(tmp_path):
     status = {line.split()[0]: line.split()[1] for line in
               (out / 'summary.txt').read_text().splitlines()}
     assert status['targets'] == 'FAILED' and status['cuda_tests'] == 'ok'
+
+
+def test_steps_are_cut_to_the_deadline(tmp_path):
+    """Each step's limit shrinks to what is left before DEADLINE; what no longer fits is
+    recorded as skipped, the exit status says so, and the log is still complete."""
+    # A PYTHON whose set-up checks pass at once and whose tests hang.
+    slow_python = tmp_path / 'python'
+    slow_python.write_text('#!/bin/sh\ncase "$1$2" in\n  -mpytest) exec sleep 300;;\n'
+                           '  -c*) exit 0;;\n  -) cat >/dev/null; exit 0;;\nesac\nexit 1\n')
+    slow_python.chmod(0o755)
+    proc = run_checks(tmp_path, 'cuda_tests', 'targets', DEADLINE='20',
+                      PYTHON=str(slow_python))
+    log = (tmp_path / 'out' / 'log.txt').read_text()
+    limits = {line.split()[1]: int(line.split('limit ')[1].split('s)')[0])
+              for line in log.splitlines() if line.startswith('=== ') and 'limit' in line}
+    assert limits['environment'] == 20 and 15 <= limits['cuda_tests'] <= 20
+    summary = [line.split()[:2] for line in
+               (tmp_path / 'out' / 'summary.txt').read_text().splitlines()]
+    assert summary == [['environment', 'ok'], ['setup', 'ok'], ['cuda_tests', 'TIMEOUT'],
+                       ['targets', 'SKIPPED']]
+    assert proc.returncode == 124
+    assert log.rstrip().endswith('SKIPPED            0s')
+
+
+def test_no_time_left_skips_everything(tmp_path):
+    proc = run_checks(tmp_path, DEADLINE='0')
+    summary = (tmp_path / 'out' / 'summary.txt').read_text().splitlines()
+    assert [line.split()[:2] for line in summary] == [
+        ['environment', 'SKIPPED'], ['setup', 'SKIPPED']]
+    assert proc.returncode == 124
+    assert 'set-up failed or was skipped: nothing else can run' in proc.stdout

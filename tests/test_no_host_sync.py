@@ -24,7 +24,8 @@ from mmengine.structures import InstanceData
 
 from ms_rcnn.models import MaskIoUHead
 from ms_rcnn.models.mask_iou_math import batch_area_ratios, bitmap_area_ratios
-from ms_rcnn.testing import HostTransferError, NoBlockingHostTransfers, host_waits_for_device
+from ms_rcnn.testing import (HostTransferError, NoBlockingHostTransfers, host_waits_for_device,
+                             sync_verdict)
 
 CFG = ConfigDict(mask_thr_binary=0.5)
 HEIGHT, WIDTH = 48, 64
@@ -139,6 +140,23 @@ def test_non_blocking_and_scalar_transfers_pass():
         assert torch.ones(3).to('meta', non_blocking=True).device.type == 'meta'
         assert (x * torch.tensor(2.0)).device.type == 'meta'  # 0-dim: passed by value
         assert torch.full((2, ), 3, device='meta').shape == (2, )
+
+
+@pytest.mark.parametrize('pending, slept_s, alone_s, expected', [
+    (True, 0.2, 0.01, False),   # the sleep outlasted the call: it did not wait
+    (True, 0.001, 0.01, False),  # still pending, however short: it cannot have waited
+    (False, 0.2, 0.01, True),   # a sleep 20x the call had ended: only a wait explains that
+    (False, 0.03, 0.01, True),  # 3x is enough
+    (False, 0.02, 0.01, None),  # too short to tell: retried longer
+    (False, 0.001, 0.01, None),  # GPU clocks ran fast: too short to tell
+])
+def test_sync_verdict(pending, slept_s, alone_s, expected):
+    assert sync_verdict(pending, slept_s, alone_s) is expected
+
+
+def test_host_waits_for_device_needs_cuda():
+    with pytest.raises(ValueError, match='needs a CUDA device'):
+        host_waits_for_device(lambda: None, torch.device('cpu'))
 
 
 def cuda_or_skip() -> torch.device:

@@ -18,6 +18,7 @@
 #   TORCH_CUDA_ARCH_LIST  CUDA architectures (default: those of the visible GPUs, else all that
 #                         torch was built for)
 #   PIP_INSTALL_ARGS      extra arguments of the final `pip install` (e.g. --target DIR)
+#   BUILD_VERBOSE         1: pip -v, so the log shows each compiled file
 set -euo pipefail
 
 PY="${1:?usage: tools/build_mmcv.sh PYTHON [SDIST]}"
@@ -80,7 +81,14 @@ else
   log "CPU ops only (no CUDA torch or no nvcc), C++$STD"
 fi
 export MMCV_WITH_OPS=1 MAX_JOBS="${MAX_JOBS:-$(nproc)}"
+# torch compiles in parallel only with ninja (otherwise one file at a time, several times
+# slower); pip installs it beside the interpreter, which need not be on the PATH.
+PATH="$("$PY" -c 'import sysconfig; print(sysconfig.get_path("scripts"))'):$PATH"
+export PATH
+command -v ninja >/dev/null || log "no ninja found: the ops compile one file at a time"
 read -r -a EXTRA <<< "${PIP_INSTALL_ARGS:-}"
+# BUILD_VERBOSE=1 shows the compiler's progress ([n/N] per file) instead of pip's spinner.
+[ "${BUILD_VERBOSE:-0}" = 1 ] && EXTRA=(-v "${EXTRA[@]}")
 PIP=("$PY" -m pip install --disable-pip-version-check --no-build-isolation "${EXTRA[@]}")
 
 if [ "$STD" = 17 ] && [ -z "$SDIST" ]; then

@@ -1,30 +1,36 @@
 #!/usr/bin/env bash
 # All of ms_rcnn's GPU checks in one command, for a short lease of a GPU machine.
 #
+#   0. environment: python, torch, CUDA, nvcc, compilers, cores, GPU (imports nothing of ours,
+#      so it also explains a set-up that fails);
 #   1. setup: only where mmdet or mmcv's ops are missing, install the wheels in $WHEELS into
 #      $SITE (no index needed) and build mmcv's CUDA ops there (tools/build_mmcv.sh), or
 #      unpack such a build saved by an earlier run; then run mmcv's roi_align and nms on
 #      $DEVICE;
 #   2. cuda_tests: the MaskIoU head never makes the host wait for the GPU; the sync counters;
-#   3. targets, train_step, inference, head: the benchmarks on CUDA, as JSON;
-#   4. amp_training: a short mixed-precision training run on synthetic data (train.py --amp).
-# With no step named, all run. A step that fails or runs out of time is recorded and the next
-# one still runs; the exit status is that of the first failed step. Everything goes to $OUT:
-# log.txt (all output, appended), summary.txt (one line per step: status, seconds),
-# targets.json, train_step.json, inference.json, head.json, amp_train.log, and after a build
-# mmcv-built-<python>-<torch>.tar.gz (the stripped build, a few MB).
+#   3. targets, inference, train_step: the issue's three benchmarks on CUDA, as JSON;
+#   4. amp_training: a short mixed-precision training run on synthetic data (train.py --amp);
+#   5. head: the MaskIoU head alone.
+# With no step named, all run, in that order (most needed first). Each step has its own time
+# limit, cut to what is left before DEADLINE; a step that fails or runs out of time is recorded
+# and the next one still runs; one that no longer fits is recorded as SKIPPED. The exit status
+# is that of the first failed or skipped step. Everything goes to $OUT: log.txt (all output,
+# appended), summary.txt (one line per step: status, seconds), targets.json, inference.json,
+# train_step.json, head.json, amp_train.log, and after a build mmcv-built-<python>-<torch>.tar.gz
+# (the stripped build, a few MB: copied into $WHEELS, a later run unpacks it in seconds).
 #
-# On a machine without a package index (Python 3.12, CUDA torch, nvcc), first, here:
+# The lent GPU machines (Python 3.12, a CUDA torch and nvcc, no package index) allow 10 minutes
+# per command, stay warm only 30 s after one, and a session gets 15 minutes of device time in
+# all, machine starts included. So everything runs in ONE call; first, here:
 #   bash tools/fetch_offline_wheels.sh       # -> .whl/ (about 8 MB; git ignores it)
-# A lent machine allows 10 minutes per command, and a second call may find a fresh machine.
-# So, there, with .whl carried along:
-#   bash tools/gpu_checks.sh setup cuda_tests targets            # builds mmcv (~5 min?)
-# then copy $OUT/mmcv-built-*.tar.gz into .whl/ here, and carry .whl again:
-#   bash tools/gpu_checks.sh train_step inference head amp_training   # unpacks it in seconds
+# then there, with .whl carried along and a 600-s limit (DEADLINE defaults to 570 s):
+#   bash tools/gpu_checks.sh
+# and hand the machine back at once.
 # Environment: OUT (default work_dirs/gpu_checks), WHEELS (default .whl), SITE (default
 # /tmp/ms_rcnn_site), PYTHON (default python3), DEVICE (default cuda; `cpu` rehearses the
-# script with tiny sizes), AMP_ITERS (default 300; 32 with DEVICE=cpu), SETUP_LIMIT
-# (seconds, default 330, for 16 cores; building the CPU ops on 2 cores takes about 400).
+# script with tiny sizes), AMP_ITERS (default 300; 32 with DEVICE=cpu), DEADLINE (seconds
+# after the start by which every step must end, default 570), SETUP_LIMIT (seconds, default
+# 360, for 16 cores; building the CPU ops on 2 cores takes about 400).
 set -uo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -35,7 +41,9 @@ SITE="${SITE:-/tmp/ms_rcnn_site}"
 PYTHON="${PYTHON:-python3}"
 DEVICE="${DEVICE:-cuda}"
 if [ "$DEVICE" = cpu ]; then AMP_ITERS="${AMP_ITERS:-32}"; else AMP_ITERS="${AMP_ITERS:-300}"; fi
-ALL=(cuda_tests targets train_step inference head amp_training)
+DEADLINE="${DEADLINE:-570}"
+START_TS=$(date +%s)
+ALL=(cuda_tests targets inference train_step amp_training head)
 STEPS=("$@")
 [ "${#STEPS[@]}" -eq 0 ] && STEPS=("${ALL[@]}")
 for name in "${STEPS[@]}"; do
@@ -52,10 +60,19 @@ export PYTHONUNBUFFERED=1 PYTHONPATH="$SITE:$ROOT${PYTHONPATH:+:$PYTHONPATH}"
 touch "$OUT/summary.txt"
 FIRST_FAILURE=0
 
-# step NAME SECONDS COMMAND...: run with a time limit, record status and duration.
+# step NAME SECONDS COMMAND...: run with a time limit (cut to what is left before DEADLINE),
+# record status and duration.
 step() {
-  local name="$1" limit="$2" start rc
+  local name="$1" limit="$2" start rc left
   shift 2
+  left=$(( DEADLINE - ($(date +%s) - START_TS) ))
+  if [ "$left" -lt 15 ]; then
+    printf '%-14s %-14s %5ss\n' "$name" "SKIPPED" 0 | tee -a "$OUT/summary.txt"
+    echo "$name: skipped, ${left}s left before the deadline"
+    [ "$FIRST_FAILURE" -eq 0 ] && FIRST_FAILURE=124
+    return 124
+  fi
+  [ "$left" -lt "$limit" ] && limit="$left"
   echo "=== $name (limit ${limit}s) $(date -u +%H:%M:%S)"
   start=$(date +%s)
   if declare -F "$1" >/dev/null; then  # a function of this script: run it in a child bash
@@ -70,6 +87,15 @@ step() {
   printf '%-14s %-14s %5ss\n' "$name" "$status" "$took" | tee -a "$OUT/summary.txt"
   if [ "$rc" -ne 0 ] && [ "$FIRST_FAILURE" -eq 0 ]; then FIRST_FAILURE=$rc; fi
   return "$rc"
+}
+
+# End the script: print the summary and let tee write the last lines first.
+finish() {
+  echo "=== summary"
+  cat "$OUT/summary.txt"
+  exec >&- 2>&-
+  wait "$TEE_PID" 2>/dev/null
+  exit "$FIRST_FAILURE"
 }
 
 # A tag naming the interpreter and torch that a built mmcv belongs to (letters, digits, . _ -).
@@ -111,7 +137,7 @@ setup() {
     echo "unpacking $built (built by an earlier run)"
     tar xzf "$built" -C "$SITE" || return 1
   else
-    PIP_INSTALL_ARGS="--no-index --no-deps --upgrade --target $SITE" \
+    BUILD_VERBOSE=1 PIP_INSTALL_ARGS="--no-index --no-deps --upgrade --target $SITE" \
       bash tools/build_mmcv.sh "$PYTHON" "$WHEELS/mmcv-2.1.0.tar.gz" || return 1
     # Keep the build for a later call on a fresh machine (carry it back in $WHEELS).
     command -v strip >/dev/null && strip --strip-debug "$SITE"/mmcv/_ext*.so
@@ -122,13 +148,27 @@ setup() {
 }
 
 environment() {
+  # Nothing of mmcv or ours is imported: this also runs, and explains, where set-up fails.
   command -v nvidia-smi >/dev/null && nvidia-smi -L
   "$PYTHON" - <<'EOF'
-import torch, mmcv, mmdet, mmengine
+import importlib.metadata as md, os, platform, sys, sysconfig
+import torch
+print('python', platform.python_version(), sys.executable, 'Python.h:',
+      os.path.isfile(os.path.join(sysconfig.get_paths()['include'], 'Python.h')))
 print('torch', torch.__version__, 'cuda', torch.version.cuda,
       torch.cuda.get_device_name(0) if torch.cuda.is_available() else 'no GPU')
-print('mmcv', mmcv.__version__, 'mmdet', mmdet.__version__, 'mmengine', mmengine.__version__)
+for name in ('mmcv', 'mmdet', 'mmengine', 'torchvision', 'numpy'):
+    try:
+        print(name, md.version(name))
+    except md.PackageNotFoundError:
+        print(name, 'not installed')
+print('cores', os.cpu_count())
 EOF
+  command -v nvcc >/dev/null && nvcc --version | grep release || echo "nvcc: not found"
+  for tool in gcc ninja; do
+    printf '%s: ' "$tool"
+    if command -v "$tool" >/dev/null; then "$tool" --version 2>&1 | head -n 1; else echo "not found"; fi
+  done
 }
 
 amp_training() {
@@ -146,6 +186,10 @@ amp_training() {
     > "$OUT/amp_train.log" 2>&1
   local rc=$?
   grep -E "loss_mask_iou|Epoch\(val\)|Error|nan" "$OUT/amp_train.log" | tail -5
+  if [ "$rc" -eq 0 ] && [ "${#amp[@]}" -gt 0 ] && ! grep -q "AmpOptimWrapper" "$OUT/amp_train.log"; then
+    echo "--amp was given but the run's config has no AmpOptimWrapper"
+    rc=1
+  fi
   rm -rf "$tmp"
   return "$rc"
 }
@@ -161,36 +205,31 @@ else
 fi
 BENCH=tools/benchmark
 
-step setup "${SETUP_LIMIT:-330}" setup
+step environment 30 environment
+step setup "${SETUP_LIMIT:-360}" setup
 if [ "$FIRST_FAILURE" -ne 0 ]; then
-  echo "set-up failed: nothing else can run"
-  exit "$FIRST_FAILURE"
+  echo "set-up failed or was skipped: nothing else can run"
+  finish
 fi
-step environment 20 environment
 for name in "${STEPS[@]}"; do
   case "$name" in
     setup) ;;
     cuda_tests)
       step cuda_tests 90 "$PYTHON" -m pytest -q -rs -p no:cacheprovider -o addopts="" \
-        tests/test_no_host_sync.py tests/test_benchmarks.py::test_count_host_syncs \
-        tests/test_mask_iou_head.py ;;
+        tests/test_no_host_sync.py tests/test_benchmarks.py::test_count_host_syncs ;;
     targets)
       step targets 90 "$PYTHON" $BENCH/bench_mask_iou_targets.py --device "$DEVICE" \
         "${REPEATS_TARGETS[@]}" "${SMALL[@]}" --json "$OUT/targets.json" ;;
-    train_step)
-      step train_step 150 "$PYTHON" $BENCH/bench_train_step.py --device "$DEVICE" \
-        "${REPEATS[@]}" "${SMALL[@]}" --json "$OUT/train_step.json" ;;
     inference)
       step inference 180 "$PYTHON" $BENCH/bench_inference.py --device "$DEVICE" \
         "${REPEATS[@]}" "${SMALL[@]}" --json "$OUT/inference.json" ;;
+    train_step)
+      step train_step 150 "$PYTHON" $BENCH/bench_train_step.py --device "$DEVICE" \
+        "${REPEATS[@]}" "${SMALL[@]}" --json "$OUT/train_step.json" ;;
+    amp_training) step amp_training 180 amp_training ;;
     head)
       step head 60 "$PYTHON" $BENCH/bench_mask_iou_head.py --device "$DEVICE" \
         "${REPEATS_TARGETS[@]}" "${SMALL[@]}" --json "$OUT/head.json" ;;
-    amp_training) step amp_training 180 amp_training ;;
   esac
 done
-echo "=== summary"
-cat "$OUT/summary.txt"
-exec >&- 2>&-  # let tee write the last lines before the script ends
-wait "$TEE_PID" 2>/dev/null
-exit "$FIRST_FAILURE"
+finish
