@@ -41,6 +41,13 @@ def write_image(path, height=H, width=W, value=80):
     cv2.imwrite(str(path), np.full((height, width, 3), value, np.uint8))
 
 
+def truncated_jpeg(height=H, width=W):
+    """The first half of a JPEG of noise."""
+    noise = np.random.default_rng(0).integers(0, 256, (height, width, 3), dtype=np.uint8)
+    data = cv2.imencode('.jpg', noise)[1].tobytes()
+    return data[:len(data) // 2]
+
+
 def make_dataset(root):
     """A clean dataset: img1.png with a polygon annotation (id 10), img2.png with an RLE (20)."""
     img_dir = root / 'images'
@@ -74,6 +81,10 @@ CASES = [
      {('image_missing', 'img2.png', None)}),
     ('image_unreadable',
      lambda a, d: open(osp.join(d, 'img2.png'), 'wb').write(b'not a png at all'),
+     {('image_unreadable', 'img2.png', None)}),
+    # cv2.imread decodes the first half and fills the rest grey; the pipeline's decoder refuses it
+    ('image_unreadable_truncated_jpeg',
+     lambda a, d: open(osp.join(d, 'img2.png'), 'wb').write(truncated_jpeg()),
      {('image_unreadable', 'img2.png', None)}),
     ('image_size_mismatch', lambda a, d: write_image(osp.join(d, 'img1.png'), height=H + 10),
      {('image_size_mismatch', 'img1.png', None)}),

@@ -22,7 +22,8 @@ invalid_image_entry        error     an image without a usable ``id``, ``file_na
 duplicate_image_id         error     two images share an id (the COCO index keeps one of them)
 duplicate_file_name        warning   two image entries point at the same file
 image_missing              error     the image file does not exist
-image_unreadable           error     ``cv2.imread`` cannot decode the file
+image_unreadable           error     the file cannot be decoded as ``LoadImageFromFile`` decodes
+                                     it (``cv2.imdecode`` of its bytes: also a truncated JPEG)
 image_size_mismatch        error     decoded size differs from the JSON ``height``/``width``
                                      (masks and boxes would be misplaced)
 image_without_annotations  warning   an image no annotation refers to (skipped by
@@ -71,6 +72,7 @@ from collections import defaultdict
 from dataclasses import dataclass
 from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple
 
+import numpy as np
 from mmcv.image.io import imread_flags
 
 
@@ -354,7 +356,9 @@ def check_image_file(img: dict, img_dir: str, decode: bool = True,
         return _problem('image_missing', f'image file not found: {path}', **where)
     if not decode:
         return None
-    data = cv2.imread(path, imread_flags[color_type])
+    # From the file's bytes, as LoadImageFromFile decodes (mmcv.imfrombytes, cv2 backend):
+    # cv2.imread would fill a truncated JPEG with grey where imdecode refuses it.
+    data = cv2.imdecode(np.fromfile(path, np.uint8), imread_flags[color_type])
     if data is None:
         return _problem('image_unreadable', f'cannot decode image file {path}', **where)
     mismatch = size_mismatch(data.shape[:2], (img['height'], img['width']))
