@@ -16,7 +16,7 @@ from tqdm import tqdm
 from .analysis import concat_records, image_records, plot_report, summarize
 from .evaluation import check_evaluable
 from .utils.checkpoint import check_checkpoint_fits
-from .utils.config import load_config
+from .utils.config import load_config, package_config
 from .utils.json_report import write_json
 
 
@@ -144,6 +144,9 @@ def save_visualizations(samples, classes, out_dir: str, score_thr: float = 0.3) 
 #: The prediction fields of MS R-CNN beyond mmdet's (``scores`` is the mask score).
 SCORING_FIELDS = ('bbox_scores', 'mask_ious')
 
+#: How configs name ours (``_base_``, and the inferencer's ``model``).
+PACKAGE_PREFIX = 'ms_rcnn::'
+
 
 class MaskScoringDetInferencer(DetInferencer):
     """mmdet's ``DetInferencer`` whose prediction dicts keep MS R-CNN's scores.
@@ -153,12 +156,29 @@ class MaskScoringDetInferencer(DetInferencer):
     (predicted MaskIoU), with ``scores`` the mask score as before. Takes the arguments of
     :class:`mmdet.apis.DetInferencer`; for instance predictions (not panoptic ones).
 
+    Two more differences: ``model`` may name one of our configs as ``'ms_rcnn::<path under
+    configs/>'``, and a checkpoint that does not fit the model (other classes, or a Mask
+    R-CNN checkpoint for an MS R-CNN config) is refused (``CheckpointMismatchError``) where
+    mmdet's inferencer prints the mismatch and predicts with randomly initialised heads.
+
     Example:
         >>> import ms_rcnn
         >>> from ms_rcnn.apis import MaskScoringDetInferencer
         >>> inferencer = MaskScoringDetInferencer(CONFIG, CHECKPOINT, device='cpu')
         >>> inferencer('image.jpg', out_dir='out', no_save_pred=False)['predictions'][0]
     """
+
+    def __init__(self, model=None, weights: Optional[str] = None, *args, **kwargs) -> None:
+        if isinstance(model, str) and model.startswith(PACKAGE_PREFIX):
+            model = package_config(model[len(PACKAGE_PREFIX):])
+        self._weights_file = weights
+        super().__init__(model, weights, *args, **kwargs)
+
+    def _load_weights_to_model(self, model, checkpoint: Optional[dict], cfg) -> None:
+        """mmdet's loading, after refusing a checkpoint that leaves parameters unloaded."""
+        if checkpoint is not None:
+            check_checkpoint_fits(model, checkpoint, str(self._weights_file))
+        super()._load_weights_to_model(model, checkpoint, cfg)
 
     def pred2dict(self, data_sample, pred_out_dir: str = '') -> dict:
         """mmdet's prediction dict plus :data:`SCORING_FIELDS`, saved where mmdet saves it."""

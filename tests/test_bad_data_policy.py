@@ -342,17 +342,40 @@ def test_a_class_the_file_lacks_stops_the_build_naming_it(toy):
         CheckedCocoDataset(**kwargs)
 
 
-def test_classes_in_another_order_than_the_file_warn(toy, monkeypatch):
-    messages = []
-    monkeypatch.setattr(checked_coco, 'print_log', lambda msg, **kw: messages.append(msg))
+def test_classes_in_another_order_than_the_file_stop(toy, monkeypatch):
+    # mmdet would label the file's first category 0 and name it classes[0] = 'star'
     kwargs = dataset_kwargs(toy)
     kwargs['metainfo'] = dict(classes=('star', 'disc'))
+    with pytest.raises(BadDatasetError, match=r"metainfo classes are \['star', 'disc'\] but the "
+                       r"file lists these categories in the order \['disc', 'star'\]"):
+        CheckedCocoDataset(**kwargs)
+
+
+def test_two_categories_of_one_name_stop(toy):
+    def rename(data):
+        data['categories'][1]['name'] = data['categories'][0]['name']
+    kwargs = dataset_kwargs(toy, ann_file=rewrite(toy, rename))
+    kwargs['metainfo'] = dict(classes=('disc', ))
+    with pytest.raises(BadDatasetError, match=r"several categories are named \['disc'\]"):
+        CheckedCocoDataset(**kwargs)
+
+
+def test_categories_left_out_of_the_classes_warn_with_their_count(toy, monkeypatch):
+    messages = []
+    monkeypatch.setattr(checked_coco, 'print_log', lambda msg, **kw: messages.append(msg))
+    with open(osp.join(toy, 'annotations', 'instances_train.json')) as f:
+        data = json.load(f)
+    star = [c['id'] for c in data['categories'] if c['name'] == 'star']
+    stars = sum(1 for a in data['annotations'] if a['category_id'] in star)
+    kwargs = dataset_kwargs(toy)
+    kwargs['metainfo'] = dict(classes=('disc', ))
     dataset = CheckedCocoDataset(**kwargs)
-    assert dataset.metainfo['classes'] == ('star', 'disc')
-    assert "in the order ['disc', 'star']" in '\n'.join(messages)
+    assert stars > 0 and dataset.metainfo['classes'] == ('disc', )
+    assert f"categories ['star'] are not metainfo classes, so their {stars} annotation(s) " \
+        "are left out" in '\n'.join(messages)
     messages.clear()
     CheckedCocoDataset(**dataset_kwargs(toy))
-    assert not any('in the order' in m for m in messages)
+    assert not any('not metainfo classes' in m for m in messages)
 
 
 def test_rle_masks_with_polygon_loading_warn_naming_them(toy, monkeypatch):

@@ -107,3 +107,53 @@ def test_a_class_missing_from_the_file_is_named_whatever_the_label(tmp_path, cla
     metric.dataset_meta = dict(classes=('balloon', ))
     metric.process({}, [sample])  # the right name: stored as usual
     assert len(metric.results) == 1  # only the accepted batch
+
+
+def sample_of(img_id, img_path=None):
+    sample = dict(img_id=img_id, ori_shape=(16, 16), pred_instances=dict(
+        bboxes=torch.tensor([[2.0, 2.0, 10.0, 10.0]]), labels=torch.tensor([0]),
+        scores=torch.tensor([0.6]), bbox_scores=torch.tensor([0.9])))
+    if img_path is not None:
+        sample['img_path'] = img_path
+    return sample
+
+
+def test_an_image_the_evaluator_file_lacks_stops_at_the_first_batch(tmp_path):
+    """An evaluator left on another dataset's file: pycocotools would fail after the run."""
+    path = write_coco(tmp_path / 'other.json')
+    metric = MaskScoringCocoMetric(ann_file=path, metric='bbox')
+    metric.dataset_meta = dict(classes=('balloon', ))
+    with pytest.raises(ValueError, match=rf"{path}: no image has id 7, the dataset's image "
+                                         r"data/mine/x\.jpg: the evaluator's ann_file must be"):
+        metric.process({}, [sample_of(7, 'data/mine/x.jpg')])
+    assert metric.results == []
+
+
+def test_an_image_of_the_same_id_but_another_file_stops(tmp_path):
+    """Overlapping ids: mmdet would report the AP of the file's images, silently."""
+    path = write_coco(tmp_path / 'other.json')
+    metric = MaskScoringCocoMetric(ann_file=path, metric='bbox')
+    metric.dataset_meta = dict(classes=('balloon', ))
+    with pytest.raises(ValueError, match=rf"{path}: image id 1 is '1.jpg' there but "
+                                         r"data/mine/img_1\.jpg in the dataset"):
+        metric.process({}, [sample_of(1, 'data/mine/img_1.jpg')])
+    metric.process({}, [sample_of(1, 'data/mine/1.jpg'), sample_of(2)])  # same file; no path
+    assert len(metric.results) == 2
+
+
+def test_results_covering_part_of_the_file_warn(tmp_path, monkeypatch):
+    from ms_rcnn.evaluation import coco_metric
+    messages = []
+    monkeypatch.setattr(coco_metric, 'print_log', lambda msg, **kw: messages.append(msg))
+    path = write_coco(tmp_path / 'val.json')
+    metric = MaskScoringCocoMetric(ann_file=path, metric='bbox')
+    metric.dataset_meta = dict(classes=('balloon', ))
+    metric.process({}, [sample_of(1, 'imgs/1.jpg')])
+    metric.compute_metrics(metric.results)
+    assert any(m.startswith(f'{path}: the results cover 1 of its 2 images; COCO AP counts '
+                            'the ground truth of the other 1 as missed') for m in messages)
+    messages.clear()
+    metric.results.clear()
+    metric.process({}, [sample_of(1), sample_of(2)])
+    metric.compute_metrics(metric.results)
+    assert not any('the results cover' in m for m in messages)

@@ -57,7 +57,8 @@ def test_data_root_reaches_datasets_inside_wrappers(tmp_path):
     child = tmp_path / 'concat.py'
     child.write_text(
         f"_base_ = {BALLOON!r}\n"
-        "_inner = dict(type='ms_rcnn.CheckedCocoDataset', data_root='old/', ann_file='a.json')\n"
+        "_inner = dict(type='ms_rcnn.CheckedCocoDataset', data_root='old/', ann_file='a.json',\n"
+        "              metainfo=dict(classes=('balloon', )))\n"
         "train_dataloader = dict(dataset=dict(_delete_=True, type='ConcatDataset', datasets=[\n"
         "    _inner, dict(type='RepeatDataset', times=2, dataset=dict(_inner, "
         "ann_file='b.json'))]))\n")
@@ -124,3 +125,38 @@ def test_the_readme_child_config_sets_every_path_of_the_users_data(tmp_path):
     for split in ('val', 'test'):
         assert cfg[f'{split}_evaluator'].type == 'ms_rcnn.MaskScoringCocoMetric'
         assert cfg[f'{split}_evaluator'].ann_file == 'data/pets/annotations/val.json'
+
+
+@pytest.mark.parametrize('options, says', [
+    (dict(**{'model.roi_head.mask_iou_head.num_classes': 2}),
+     'model.roi_head.bbox_head.num_classes: 1; model.roi_head.mask_head.num_classes: 1; '
+     'model.roi_head.mask_iou_head.num_classes: 2; '
+     "train_dataloader.dataset classes ('balloon',): 1"),
+    (dict(**{'train_dataloader.dataset.metainfo.classes': ('balloon', 'kite')}),
+     "train_dataloader.dataset classes ('balloon', 'kite'): 2; "
+     "val_dataloader.dataset classes ('balloon',): 1"),
+])
+def test_heads_and_datasets_that_disagree_on_classes_are_named(options, says):
+    from ms_rcnn.utils.config import ConfigError
+    with pytest.raises(ConfigError, match='the number of classes differs: ') as info:
+        load_config(BALLOON, options)
+    assert says in str(info.value)
+
+
+def test_classes_written_as_a_string_are_refused():
+    from ms_rcnn.utils.config import ConfigError
+    with pytest.raises(ConfigError, match=r"metainfo.classes is the string 'balloon', not a "
+                                          r"tuple of names: write \('balloon',\)"):
+        load_config(BALLOON, {'train_dataloader.dataset.metainfo.classes': 'balloon'})
+
+
+@pytest.mark.parametrize('config', sorted(
+    osp.relpath(p, osp.join(REPO_ROOT, 'configs'))
+    for p in __import__('glob').glob(osp.join(REPO_ROOT, 'configs', '*', '*.py'))))
+def test_every_shipped_config_agrees_on_its_classes(config):
+    """Those without metainfo take their dataset type's classes (COCO's 80)."""
+    from ms_rcnn.utils.config import check_num_classes
+    cfg = load_config(osp.join(REPO_ROOT, 'configs', config))
+    check_num_classes(cfg)
+    counts = {cfg.model.roi_head.bbox_head.num_classes, cfg.model.roi_head.mask_head.num_classes}
+    assert len(counts) == 1

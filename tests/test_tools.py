@@ -360,3 +360,28 @@ def test_our_inferencer_keeps_the_scoring_fields(trained, toy_root, tmp_path):
     for name, pred in (('val_0001', out[0]), ('0', out[1])):
         with open(tmp_path / 'preds' / f'{name}.json') as f:
             assert json.load(f) == pred
+
+
+@pytest.mark.filterwarnings('ignore:Failed to add .*LocalVisBackend')  # mmengine, no save_dir
+def test_our_inferencer_refuses_a_checkpoint_that_does_not_fit(trained):
+    """mmdet's inferencer prints the mismatch and predicts with random heads; ours stops."""
+    from mmengine.config import Config
+    from ms_rcnn.apis import MaskScoringDetInferencer
+    from ms_rcnn.utils.checkpoint import CheckpointMismatchError
+    cfg = Config.fromfile(TOY_CONFIG)
+    for head in ('bbox_head', 'mask_head', 'mask_iou_head'):
+        cfg.model.roi_head[head].num_classes += 1
+    weights = osp.join(trained, 'epoch_2.pth')
+    with pytest.raises(CheckpointMismatchError, match=f'{weights}.*other shapes'):
+        MaskScoringDetInferencer(cfg, weights, device='cpu')
+
+
+@pytest.mark.filterwarnings('ignore:Checkpoint is not loaded')
+@pytest.mark.filterwarnings('ignore:weights is None')
+@pytest.mark.filterwarnings('ignore:Failed to add .*LocalVisBackend')
+def test_our_inferencer_takes_a_package_config_name():
+    from ms_rcnn.apis import MaskScoringDetInferencer
+    inferencer = MaskScoringDetInferencer('ms_rcnn::small_data/ms-rcnn_r18_fpn_balloon.py',
+                                          device='cpu')
+    assert type(inferencer.model).__name__ == 'MaskScoringRCNN'
+    assert inferencer.model.roi_head.mask_iou_head.num_classes == 1

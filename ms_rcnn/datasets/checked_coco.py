@@ -173,18 +173,26 @@ class CheckedCocoDataset(CocoDataset):
         self.COCOAPI = lambda _path: coco_from_dict(mmdet_api, report.data)
         try:
             data_list = super().load_data_list()
-            self._check_classes(report.data.get('categories', []))
+            self._check_classes(report.data.get('categories', []),
+                                report.data.get('annotations', []))
             return data_list
         finally:
             del self.COCOAPI  # back to the class attribute
             report.data = None  # mmdet keeps no raw annotations either (workers copy them)
 
-    def _check_classes(self, categories: List[dict]) -> None:
-        """Refuse ``metainfo`` classes the file lacks; warn when they are in another order.
+    def _check_classes(self, categories: List[dict], annotations: List[dict]) -> None:
+        """Refuse ``metainfo`` classes that do not match the file; say what the file has more.
 
         mmdet labels each instance by its category's place among the file's categories named
         in ``classes`` (in the file's order), but names label ``i`` ``classes[i]``: a missing
-        name silently drops that class and shifts the rest, and another order misnames them.
+        name silently drops that class and shifts the rest, another order misnames every
+        prediction (and mmdet's evaluators write results under the file's order), and two
+        categories of one name take two labels. Categories the classes leave out are dropped
+        with their annotations, which is how a subset of classes is trained: a warning says so.
+
+        Raises:
+            BadDatasetError: A class is no category of the file, is the name of several, or the
+                classes are in another order than the file's categories.
         """
         classes = list(self.metainfo['classes'])
         names = {cat['id']: cat['name'] for cat in categories}
@@ -194,11 +202,24 @@ class CheckedCocoDataset(CocoDataset):
             raise BadDatasetError(
                 f'{self.ann_file}: metainfo classes {missing} are not categories of this file '
                 f'(its categories: {sorted(set(names.values()))})')
+        shared = sorted({name for name in found if found.count(name) > 1})
+        if shared:
+            raise BadDatasetError(
+                f'{self.ann_file}: several categories are named {shared} (ids '
+                f'{sorted(i for i, n in names.items() if n in shared)}); each class needs one '
+                f'category: rename or merge them in the file')
         if found != classes:
-            print_log(f'{self.ann_file}: the file lists the categories in the order {found}, '
-                      f'metainfo classes are {classes}: label i is the file\'s i-th category '
-                      f'but is named classes[i]; list the classes in the file\'s order',
-                      logger='current', level=logging.WARNING)
+            raise BadDatasetError(
+                f'{self.ann_file}: metainfo classes are {classes} but the file lists these '
+                f'categories in the order {found}; mmdet gives label i to the file\'s i-th '
+                f'category and names it classes[i], so every label would be misnamed: list the '
+                f'classes in the file\'s order')
+        left_out = {cat_id: name for cat_id, name in names.items() if name not in classes}
+        if left_out:
+            count = sum(1 for ann in annotations if ann.get('category_id') in left_out)
+            print_log(f'{self.ann_file}: categories {sorted(left_out.values())} are not '
+                      f'metainfo classes, so their {count} annotation(s) are left out (the '
+                      f'classes are {classes})', logger='current', level=logging.WARNING)
 
     def _log_actions(self, report: CleanReport) -> None:
         for action, verb in _WARNED_ACTIONS.items():

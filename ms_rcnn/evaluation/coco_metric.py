@@ -1,10 +1,15 @@
 """COCO metric that evaluates boxes and masks by their own scores."""
+import logging
 import numbers
-from typing import Dict, List, Sequence
+import os.path as osp
+from typing import Dict, List, Optional, Sequence
 
 from mmdet.evaluation import CocoMetric
+from mmengine.logging import print_log
 
+from ..datasets.bad_data_policy import BadDatasetError
 from ..registry import METRICS
+from ..utils.config import ConfigError
 
 
 @METRICS.register_module()
@@ -18,7 +23,10 @@ class MaskScoringCocoMetric(CocoMetric):
 
     The annotation file is checked when the metric is built (before training starts): an
     annotation without the fields COCOeval reads is refused with an error naming the file,
-    instead of a ``KeyError`` inside pycocotools after the whole run.
+    instead of a ``KeyError`` inside pycocotools after the whole run. Each evaluated image
+    must be the file's image of the same id (same file name), so an evaluator left pointing at
+    another dataset's file stops at the first batch instead of failing after the whole run or,
+    where the ids overlap, reporting the AP of other images' ground truth.
     """
 
     def __init__(self, *args, **kwargs) -> None:
@@ -32,11 +40,15 @@ class MaskScoringCocoMetric(CocoMetric):
         """Store each image's results, with box and mask scores kept apart.
 
         Raises:
-            ValueError: A predicted label has no class in the dataset (the heads' num_classes
-                exceed the dataset's classes) or no category in the annotation file (a class
-                name missing from it), named here rather than as an IndexError when the
-                results are converted after the whole run.
+            ConfigError: An image is not in the annotation file, or under another file name
+                (the evaluator's ``ann_file`` is not the dataset's), or a predicted label has
+                no class in the dataset (the heads' num_classes exceed the dataset's classes)
+                or no category in the annotation file (a class name missing from it), named
+                here rather than after the whole run.
         """
+        if self._coco_api is not None:
+            for sample in data_samples:
+                self._check_image_in_file(sample['img_id'], sample.get('img_path'))
         classes = (self.dataset_meta or {}).get('classes')
         if classes is not None:
             self._check_classes_in_file(tuple(classes))
@@ -52,14 +64,49 @@ class MaskScoringCocoMetric(CocoMetric):
                 result['mask_scores'] = result['scores']
                 result['scores'] = pred['bbox_scores'].detach().cpu().numpy()
 
+    def compute_metrics(self, results: list) -> Dict[str, float]:
+        """mmdet's metrics, after a warning when the results cover only part of the file.
+
+        COCOeval scores every image of the annotation file, so the ground truth of images
+        that were not evaluated (a dataset of a subset of the file) counts as missed.
+        """
+        if self._coco_api is not None and not self.format_only:
+            evaluated = {gt['img_id'] for gt, _ in results}
+            total = len(self._coco_api.imgs)
+            if len(evaluated) < total:
+                print_log(f'{self._ann_file}: the results cover {len(evaluated)} of its {total} '
+                          f'images; COCO AP counts the ground truth of the other '
+                          f'{total - len(evaluated)} as missed (evaluate with an annotation file '
+                          f'of only the evaluated images for their AP)',
+                          logger='current', level=logging.WARNING)
+        return super().compute_metrics(results)
+
+    def _check_image_in_file(self, img_id: int, img_path: Optional[str]) -> None:
+        """Refuse an image that the annotation file lacks or names otherwise.
+
+        Raises:
+            ConfigError: No image of the file has ``img_id``, or it has another file name.
+        """
+        fix = ('the evaluator\'s ann_file must be the annotation file of the dataset it '
+               'evaluates (val_evaluator.ann_file, test_evaluator.ann_file; --data-root sets '
+               'both)')
+        entry = self._coco_api.imgs.get(img_id)
+        if entry is None:
+            raise ConfigError(f'{self._ann_file}: no image has id {img_id!r}, the dataset\'s '
+                              f'image {img_path or ""}: {fix}')
+        file_name = entry.get('file_name')
+        if img_path and isinstance(file_name, str) and not same_file(img_path, file_name):
+            raise ConfigError(f'{self._ann_file}: image id {img_id!r} is {file_name!r} there '
+                              f'but {img_path} in the dataset: {fix}')
+
     def _check_label(self, label: int, classes: tuple) -> None:
         """Refuse a predicted label that has no class in the dataset.
 
         Raises:
-            ValueError: ``label`` is beyond ``classes``.
+            ConfigError: ``label`` is beyond ``classes``.
         """
         if label >= len(classes):
-            raise ValueError(
+            raise ConfigError(
                 f'the model predicted class index {label}, but the dataset has '
                 f'{len(classes)} classes {classes}: set num_classes of the heads in '
                 f'the config to {len(classes)}, or the dataset\'s metainfo classes')
@@ -74,14 +121,14 @@ class MaskScoringCocoMetric(CocoMetric):
         fails with an ``IndexError`` after the whole run.
 
         Raises:
-            ValueError: A class name is no category of the file.
+            ConfigError: A class name is no category of the file.
         """
         if self._coco_api is None:
             return  # the ground truth is built from the dataset itself, one id per class
         names = {cat['name'] for cat in self._coco_api.cats.values()}
         missing = [name for name in classes if name not in names]
         if missing:
-            raise ValueError(
+            raise ConfigError(
                 f'{self._ann_file}: the dataset\'s classes {", ".join(map(repr, missing))} are '
                 f'no categories of this file (it has {sorted(names)}), so the results of the '
                 f'classes after them would be written under other categories. Fix the metainfo '
@@ -97,7 +144,7 @@ def check_evaluable(annotations: List[dict], ann_file: str, metrics: Sequence[st
         metrics (Sequence[str]): The metrics to compute (``'bbox'``, ``'segm'``, ...).
 
     Raises:
-        ValueError: Some annotation lacks a field these metrics read; names the file, the
+        BadDatasetError: Some annotation lacks a field these metrics read; names the file, the
             fields and the annotation ids.
     """
     needed = ['area', 'iscrowd']
@@ -110,7 +157,7 @@ def check_evaluable(annotations: List[dict], ann_file: str, metrics: Sequence[st
         details = '; '.join(
             f'{len(ids)} without {field!r} (ids {", ".join(map(str, ids[:5]))}'
             f'{", ..." if len(ids) > 5 else ""})' for field, ids in lacking.items())
-        raise ValueError(
+        raise BadDatasetError(
             f'{ann_file}: COCO evaluation needs {", ".join(needed)} in every annotation: '
             f'{details}. Fix the file (tools/check_dataset.py lists every problem; see '
             f'docs/bad_data.md).')
@@ -134,3 +181,15 @@ def annotations_lacking(annotations: List[dict], fields: Sequence[str]) -> Dict[
                                                       or isinstance(value, bool))):
                 lacking.setdefault(field, []).append(ann.get('id'))
     return lacking
+
+
+def same_file(path: str, file_name: str) -> bool:
+    """Whether ``path`` ends with the (relative) ``file_name`` of an annotation file's image.
+
+    Args:
+        path (str): An image's path in the dataset (``data_prefix`` joined to ``file_name``).
+        file_name (str): The ``file_name`` of an image entry.
+    """
+    name_parts = osp.normpath(file_name).replace('\\', '/').split('/')
+    path_parts = osp.normpath(path).replace('\\', '/').split('/')
+    return path_parts[-len(name_parts):] == name_parts

@@ -11,6 +11,7 @@ from torch import Tensor
 from torch.nn.modules.utils import _pair
 
 from ..registry import MODELS
+from ..utils.config import ConfigError
 from .mask_iou_math import batch_area_ratios, mask_iou_targets
 from .onednn_linear import OneDNNLinear, tracing_or_compiling
 
@@ -61,8 +62,8 @@ class MaskIoUHead(BaseModule):
                  ]) -> None:
         super().__init__(init_cfg=init_cfg)
         if num_convs < 1:
-            raise ValueError(f'num_convs must be >= 1 (the last conv halves the size), '
-                             f'got {num_convs}')
+            raise ConfigError(f'mask_iou_head.num_convs must be >= 1 (the last conv halves '
+                              f'the size), got {num_convs}')
         self.in_channels = in_channels
         self.roi_feat_size = _pair(roi_feat_size)
         self.conv_out_channels = conv_out_channels

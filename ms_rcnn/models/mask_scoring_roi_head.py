@@ -13,6 +13,7 @@ from mmdet.utils import ConfigType, InstanceList
 from torch import Tensor
 
 from ..registry import MODELS
+from ..utils.config import ConfigError
 from .mask_iou_head import select_class
 
 # test_cfg.rcnn.mask_iou_dtype: the precision the MaskIoU head predicts in.
@@ -28,8 +29,8 @@ def mask_iou_autocast_dtype(test_cfg) -> Optional[torch.dtype]:
     """
     name = (test_cfg or {}).get('mask_iou_dtype', 'float32')
     if name not in MASK_IOU_DTYPES:
-        raise ValueError(f'test_cfg.rcnn.mask_iou_dtype must be one of '
-                         f'{sorted(MASK_IOU_DTYPES)}, got {name!r}')
+        raise ConfigError(f'test_cfg.rcnn.mask_iou_dtype must be one of '
+                          f'{sorted(MASK_IOU_DTYPES)}, got {name!r}')
     return MASK_IOU_DTYPES[name]
 
 
@@ -64,9 +65,9 @@ class MaskScoringRoIHead(StandardRoIHead):
 
     def __init__(self, mask_iou_head: ConfigType, **kwargs) -> None:
         if mask_iou_head is None:
-            raise ValueError('MaskScoringRoIHead needs a mask_iou_head config')
+            raise ConfigError('MaskScoringRoIHead needs a mask_iou_head config')
         if kwargs.get('mask_head') is None:
-            raise ValueError('MaskScoringRoIHead needs a mask_head config')
+            raise ConfigError('MaskScoringRoIHead needs a mask_head config')
         super().__init__(**kwargs)
         self.mask_iou_head = MODELS.build(mask_iou_head)
         self._check_mask_iou_head_fits()
@@ -80,7 +81,7 @@ class MaskScoringRoIHead(StandardRoIHead):
         the shared head's output, whose shape is only known when it runs."""
         head = self.mask_iou_head
         if self.with_bbox and head.num_classes != self.bbox_head.num_classes:
-            raise ValueError(f'mask_iou_head.num_classes is {head.num_classes} but '
+            raise ConfigError(f'mask_iou_head.num_classes is {head.num_classes} but '
                              f'bbox_head.num_classes is {self.bbox_head.num_classes}: the '
                              f'MaskIoU head predicts one IoU per class of the box head')
         if self.with_shared_head:
@@ -89,14 +90,14 @@ class MaskScoringRoIHead(StandardRoIHead):
             else self.mask_roi_extractor
         size = getattr(extractor.roi_layers[0], 'output_size', None)
         if size is not None and tuple(size) != tuple(head.roi_feat_size):
-            raise ValueError(
+            raise ConfigError(
                 f'mask_iou_head.roi_feat_size is {tuple(head.roi_feat_size)} but the mask '
                 f'branch\'s RoI features are {tuple(size)} (from the '
                 f'{"bbox" if self.share_roi_extractor else "mask"}_roi_extractor)')
         channels = getattr(extractor, 'out_channels', None)
         if channels is not None and channels != head.in_channels:
-            raise ValueError(f'mask_iou_head.in_channels is {head.in_channels} but the mask '
-                             f'branch\'s RoI features have {channels} channels')
+            raise ConfigError(f'mask_iou_head.in_channels is {head.in_channels} but the mask '
+                              f'branch\'s RoI features have {channels} channels')
 
     def forward(self, x: Tuple[Tensor], rpn_results_list: InstanceList,
                 batch_data_samples: SampleList = None) -> tuple:

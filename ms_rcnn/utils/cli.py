@@ -10,16 +10,17 @@ def input_errors() -> Tuple[Type[BaseException], ...]:
     """The exceptions that mean bad input, each with a message that names the file or field.
 
     A missing file, a dataset or image our checks refuse, a checkpoint that is not one, is unsafe
-    or does not fit the model, and a missing dependency that the config needs.
+    or does not fit the model, a missing dependency that the config needs, and config values that
+    contradict each other or the data.
     """
     from ..datasets.bad_data_policy import BadDatasetError
     from ..datasets.checked_coco import BadImageError
     from ..datasets.coco_checks import DatasetInputError
     from .checkpoint import CheckpointMismatchError, NotACheckpointError, UnsafeCheckpointError
-    from .config import MissingDependencyError
+    from .config import ConfigError, MissingDependencyError
     return (FileNotFoundError, DatasetInputError, BadDatasetError, BadImageError,
             NotACheckpointError, UnsafeCheckpointError, CheckpointMismatchError,
-            MissingDependencyError)
+            MissingDependencyError, ConfigError)
 
 
 def run_tool(main: Callable[[Optional[Sequence[str]]], Any],

@@ -77,6 +77,10 @@ def load_config(path: str, cfg_options: Optional[dict] = None, data_root: Option
 
     Returns:
         Config: The config.
+
+    Raises:
+        ConfigError: The heads and datasets disagree on the number of classes
+            (:func:`check_num_classes`).
     """
     if not osp.isfile(path):
         raise FileNotFoundError(f'config {path} does not exist')
@@ -90,6 +94,7 @@ def load_config(path: str, cfg_options: Optional[dict] = None, data_root: Option
         cfg.merge_from_dict(cfg_options)
         if data_root is not None:
             cfg.data_root = data_root  # --data-root wins over a data_root in cfg_options
+    check_num_classes(cfg)
     if work_dir is not None:
         cfg.work_dir = work_dir
     elif cfg.get('work_dir', None) is None:
@@ -178,6 +183,76 @@ def package_config(rel: str, package_dir: Optional[str] = None) -> str:
     checkout = osp.join(osp.dirname(package_dir), 'configs', rel)
     installed = osp.join(package_dir, '.mim', 'configs', rel)
     return installed if not osp.isfile(checkout) and osp.isfile(installed) else checkout
+
+
+class ConfigError(ValueError):
+    """Config values that contradict each other or the data; the message names the fields."""
+
+
+#: The RoI heads' fields that must equal the number of dataset classes.
+CLASS_HEADS = ('bbox_head', 'mask_head', 'mask_iou_head')
+
+
+def dataset_classes(dataset: dict) -> Optional[tuple]:
+    """The classes a dataset config will have: its ``metainfo.classes``, else its type's.
+
+    Args:
+        dataset (dict): A dataset config (not a wrapper).
+
+    Returns:
+        tuple | None: The class names, or None when the type is unknown here.
+
+    Raises:
+        ConfigError: ``metainfo.classes`` is a single string (``('balloon')`` without the
+            trailing comma), which mmdet would read as one class per letter.
+    """
+    classes = (dataset.get('metainfo') or {}).get('classes')
+    if isinstance(classes, str):
+        raise ConfigError(f'metainfo.classes is the string {classes!r}, not a tuple of names: '
+                          f'write ({classes!r},) with the trailing comma')
+    if classes is not None:
+        return tuple(classes)
+    from ..registry import DATASETS
+    try:
+        dataset_type = DATASETS.get(dataset.get('type'))
+    except Exception:  # noqa: BLE001 - a type mmengine cannot resolve here is not ours to judge
+        return None
+    meta = getattr(dataset_type, 'METAINFO', None) or {}
+    return tuple(meta['classes']) if 'classes' in meta else None
+
+
+def check_num_classes(cfg: Config) -> None:
+    """Refuse a config whose RoI heads and datasets disagree on the number of classes.
+
+    Checked before anything is built, so the error names the config fields at fault instead of
+    an assertion when training starts or an index error after the first evaluation.
+
+    Args:
+        cfg (Config): The config.
+
+    Raises:
+        ConfigError: The heads' ``num_classes`` differ from each other or from a dataset's
+            number of classes.
+    """
+    roi_head = (cfg.get('model') or {}).get('roi_head') or {}
+    heads = {f'model.roi_head.{name}.num_classes': roi_head[name]['num_classes']
+             for name in CLASS_HEADS
+             if isinstance(roi_head.get(name), dict) and 'num_classes' in roi_head[name]}
+    counts = dict(heads)
+    for split in ('train', 'val', 'test'):
+        loader = cfg.get(f'{split}_dataloader')
+        for dataset in dataset_cfgs(loader.get('dataset') if loader else None):
+            if 'ann_file' not in dataset:
+                continue  # a wrapper: its inner datasets are checked
+            classes = dataset_classes(dataset)
+            if classes is not None:
+                shown = classes if len(classes) <= 6 \
+                    else f'({", ".join(map(repr, classes[:3]))}, ...)'
+                counts[f'{split}_dataloader.dataset classes {shown}'] = len(classes)
+    if len(set(counts.values())) > 1:
+        listed = '; '.join(f'{field}: {value}' for field, value in counts.items())
+        raise ConfigError(f'the number of classes differs: {listed}. Set every head\'s '
+                          f'num_classes to the number of metainfo classes of the datasets')
 
 
 class MissingDependencyError(ImportError):
