@@ -385,3 +385,48 @@ def test_our_inferencer_takes_a_package_config_name():
                                           device='cpu')
     assert type(inferencer.model).__name__ == 'MaskScoringRCNN'
     assert inferencer.model.roi_head.mask_iou_head.num_classes == 1
+
+
+def test_train_max_iters_shortens_an_epoch_based_config(toy_root, tmp_path):
+    work_dir = tmp_path / 'short'
+    out = run([PY, 'tools/train.py', TOY_CONFIG, '--data-root', toy_root, '--work-dir',
+               str(work_dir), '--max-iters', '1'])
+    assert 'Saving checkpoint at 1 iterations' in out and 'coco/segm_mAP' in out
+    assert sorted(p.name for p in work_dir.glob('*.pth')) == ['iter_1.pth']
+
+
+def test_train_max_iters_below_one_is_one_line(toy_root, tmp_path):
+    proc = subprocess.run([PY, 'tools/train.py', TOY_CONFIG, '--data-root', toy_root,
+                           '--max-iters', '0', '--work-dir', str(tmp_path / 'wd')],
+                          cwd=REPO_ROOT, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 1
+    assert 'error: --max-iters must be at least 1, got 0' in proc.stderr
+    assert 'Traceback' not in proc.stderr and not osp.exists(tmp_path / 'wd')
+
+
+@pytest.mark.parametrize('config, nuclei', [(None, True), (TOY_CONFIG, False)])
+def test_demo_downloads_the_nuclei_only_for_its_own_config(config, nuclei, monkeypatch,
+                                                           tmp_path):
+    """Another config without --data-root trains on its own data root."""
+    import importlib.util
+    spec = importlib.util.spec_from_file_location('demo_tool', osp.join(REPO_ROOT, 'tools',
+                                                                        'demo.py'))
+    demo = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(demo)
+    calls = []
+
+    class Stop(Exception):
+        pass
+
+    def load_config(path, data_root=None, work_dir=None):
+        calls.append(('load_config', data_root))
+        raise Stop
+
+    monkeypatch.setattr(demo, 'make_nuclei_coco', lambda root, cache: calls.append(('nuclei', )))
+    monkeypatch.setattr(demo, 'load_config', load_config)
+    argv = ['--cache-dir', str(tmp_path)] + (['--config', config] if config else [])
+    with pytest.raises(Stop):
+        demo.main(argv)
+    nuclei_root = osp.join(str(tmp_path), 'nuclei_coco')
+    assert calls == ([('nuclei', ), ('load_config', nuclei_root)] if nuclei
+                     else [('load_config', None)])

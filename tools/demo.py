@@ -21,7 +21,7 @@ from ms_rcnn.analysis import format_report
 from ms_rcnn.apis import analyse_checkpoint, save_visualizations
 from ms_rcnn.demo_data import make_nuclei_coco
 from ms_rcnn.utils.cli import run_tool
-from ms_rcnn.utils.config import load_config, package_config
+from ms_rcnn.utils.config import load_config, package_config, shorten_training
 from ms_rcnn.utils.json_report import write_json
 
 DEMO_CONFIG = package_config(osp.join('small_data', 'ms-rcnn_r18_fpn_nuclei-demo.py'))
@@ -31,7 +31,8 @@ def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument('--config', default=DEMO_CONFIG, help='config to train')
     parser.add_argument('--data-root',
-                        help='COCO-style data root (default: the stardist nuclei, downloaded)')
+                        help='COCO-style data root (default: for the default config the '
+                             'stardist nuclei, downloaded; for another config its own)')
     parser.add_argument('--work-dir', default=osp.join('work_dirs', 'demo'),
                         help='where everything is written')
     parser.add_argument('--cache-dir', default=osp.join(osp.expanduser('~'), '.cache', 'ms_rcnn'),
@@ -54,31 +55,12 @@ def last_val_metrics(scalars_file: str) -> dict:
     return metrics
 
 
-def shorten_training(cfg, max_iters: int) -> None:
-    """Train for ``max_iters`` iterations, evaluate and save once at the end.
-
-    Epoch-based configs become iteration-based: the loop, the checkpoint hook, the log and the
-    step schedule (its milestone moved to 80% of the run; warm-up kept to its first fifth).
-    """
-    if max_iters < 1:
-        raise SystemExit(f'--max-iters must be at least 1, got {max_iters}')
-    cfg.train_cfg = dict(type='IterBasedTrainLoop', max_iters=max_iters, val_interval=max_iters)
-    cfg.default_hooks.checkpoint.update(by_epoch=False, interval=max_iters)
-    cfg.log_processor = dict(cfg.get('log_processor', {}), by_epoch=False)
-    for scheduler in cfg.param_scheduler:
-        if scheduler.get('type') == 'MultiStepLR':
-            scheduler.update(by_epoch=False, begin=0, end=max_iters,
-                             milestones=[max(1, int(max_iters * 0.8))])
-        elif not scheduler.get('by_epoch', True):  # an iteration warm-up
-            scheduler.end = min(scheduler.get('end', max_iters), max(1, max_iters // 5))
-
-
 def main(argv=None):
     args = parse_args(argv)
     start = time.time()
     work_dir = osp.abspath(args.work_dir)
     data_root = args.data_root
-    if data_root is None:
+    if data_root is None and osp.realpath(args.config) == osp.realpath(DEMO_CONFIG):
         data_root = osp.join(args.cache_dir, 'nuclei_coco')
         print(f'[demo] preparing the stardist nuclei example in {data_root}')
         make_nuclei_coco(data_root, args.cache_dir)
@@ -97,7 +79,8 @@ def main(argv=None):
     samples = report.pop('_samples')
     classes = runner.train_dataloader.dataset.metainfo['classes']
     pictures = save_visualizations(samples, classes, osp.join(work_dir, 'vis'))
-    summary = dict(config=args.config, data_root=data_root, checkpoint=checkpoint,
+    summary = dict(config=args.config, data_root=data_root or cfg.get('data_root'),
+                   checkpoint=checkpoint,
                    train_and_eval_minutes=round(train_minutes, 1),
                    coco_metrics={k: float(v) for k, v in metrics.items()},
                    analysis=report, visualizations=pictures)

@@ -11,7 +11,8 @@ from mmengine.runner import Runner, find_latest_checkpoint
 import ms_rcnn  # noqa: F401  registers modules and the safe checkpoint loader
 from ms_rcnn.engine import CheckpointFitHook
 from ms_rcnn.utils.cli import run_tool
-from ms_rcnn.utils.config import check_pretrained_weights_loadable, load_config
+from ms_rcnn.utils.config import (check_pretrained_weights_loadable, load_config,
+                                  shorten_training)
 from mmdet.utils import setup_cache_size_limit_of_dynamo
 
 
@@ -26,6 +27,9 @@ def parse_args(argv=None):
         '--resume', nargs='?', type=str, const='auto',
         help='resume from this checkpoint, or without a value from the latest one in work_dir')
     parser.add_argument('--data-root', help='dataset root to use instead of the config\'s')
+    parser.add_argument('--max-iters', type=int,
+                        help='train for this many iterations instead, then evaluate and save '
+                             'once (a quick check of a config; epoch-based ones too)')
     parser.add_argument('--cfg-options', nargs='+', action=DictAction,
                         help='override config settings, key=value')
     parser.add_argument('--launcher', choices=['none', 'pytorch', 'slurm', 'mpi'],
@@ -40,6 +44,8 @@ def build_config(args) -> Config:
     """The config with command-line overrides applied."""
     cfg = load_config(args.config, args.cfg_options, args.data_root, args.work_dir,
                       args.launcher)
+    if args.max_iters is not None:
+        shorten_training(cfg, args.max_iters)
     if args.amp:
         if get_device() not in ('cuda', 'npu', 'mlu', 'musa'):  # as AmpOptimWrapper asks
             raise SystemExit(f'--amp needs a GPU (mmengine\'s AmpOptimWrapper does not train on '

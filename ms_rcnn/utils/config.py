@@ -255,6 +255,33 @@ def check_num_classes(cfg: Config) -> None:
                           f'num_classes to the number of metainfo classes of the datasets')
 
 
+def shorten_training(cfg: Config, max_iters: int) -> None:
+    """Train for ``max_iters`` iterations, evaluate and save once at the end.
+
+    Epoch-based configs become iteration-based: the loop, the checkpoint hook, the log and the
+    step schedule (its milestone moved to 80% of the run; warm-up kept to its first fifth).
+    For a quick run of any config (``--max-iters`` of ``tools/train.py`` and ``tools/demo.py``).
+
+    Args:
+        cfg (Config): The config, changed in place.
+        max_iters (int): Training iterations (at least 1).
+
+    Raises:
+        ConfigError: ``max_iters`` is below 1.
+    """
+    if max_iters < 1:
+        raise ConfigError(f'--max-iters must be at least 1, got {max_iters}')
+    cfg.train_cfg = dict(type='IterBasedTrainLoop', max_iters=max_iters, val_interval=max_iters)
+    cfg.default_hooks.checkpoint.update(by_epoch=False, interval=max_iters)
+    cfg.log_processor = dict(cfg.get('log_processor', {}), by_epoch=False)
+    for scheduler in cfg.param_scheduler:
+        if scheduler.get('type') == 'MultiStepLR':
+            scheduler.update(by_epoch=False, begin=0, end=max_iters,
+                             milestones=[max(1, int(max_iters * 0.8))])
+        elif not scheduler.get('by_epoch', True):  # an iteration warm-up
+            scheduler.end = min(scheduler.get('end', max_iters), max(1, max_iters // 5))
+
+
 class MissingDependencyError(ImportError):
     """A package that the config needs (e.g. torchvision for ``torchvision://`` weights) is
     missing; the message says what to install or to change."""
