@@ -108,6 +108,9 @@ CASES = [
      {('unknown_category_id', 'img1.png', 10)}),
     ('invalid_annotation_entry', lambda a, d: a['annotations'][0].pop('category_id'),
      {('invalid_annotation_entry', 'img1.png', 10)}),
+    ('segmentation_invalid_flat_polygon', lambda a, d: _set(a['annotations'][0], 'segmentation',
+                                                            square(5, 5, 10)),
+     {('segmentation_invalid', 'img1.png', 10)}),
     ('polygon_too_few_points', lambda a, d: _set(a['annotations'][0], 'segmentation',
                                                  [[5, 5, 15, 15]]),
      {('polygon_too_few_points', 'img1.png', 10)}),
@@ -446,3 +449,11 @@ def test_real_coco_person_has_no_errors(split):
     problems = cd.check_coco(ann, img_dir)
     assert [str(p) for p in problems if p.severity == 'error'] == []
     assert len(ann['images']) > 0 and len(ann['annotations']) > 0
+
+
+def test_a_flat_polygon_list_is_one_problem_that_says_so(tmp_path):
+    """``[x1, y1, ...]`` instead of ``[[x1, y1, ...]]``: one problem, not one per number."""
+    problems = run_case(tmp_path, lambda a, d: _set(a['annotations'][0], 'segmentation',
+                                                    square(5, 5, 10)))
+    assert len(problems) == 1
+    assert 'one flat list of 8 numbers; COCO polygons are a list of lists' in problems[0].message

@@ -499,6 +499,10 @@ def _polygon_part_problem(index: int, polygon: Any, ctx: _AnnContext) -> Optiona
 
 def _check_polygons(polygons: list, ctx: _AnnContext) -> List[Problem]:
     """Check a polygon mask: each part, then the area of the usable parts."""
+    if polygons and all(map(is_number, polygons)):
+        return [ctx.problem('segmentation_invalid',
+                            f'segmentation is one flat list of {len(polygons)} numbers; COCO '
+                            f'polygons are a list of lists: [[x1, y1, x2, y2, ...]]')]
     problems, areas = [], []
     for index, polygon in enumerate(polygons):
         part_problem = _polygon_part_problem(index, polygon, ctx)
