@@ -402,7 +402,8 @@ def config_dataset(tmp_path):
 def test_config_sources_join_data_root_through_wrappers(config_dataset):
     config, root = config_dataset
     assert cd.sources_from_config(config, 'train') == [
-        (osp.join(str(root), 'annotations/train.json'), osp.join(str(root), 'images/'), 'color')]
+        (osp.join(str(root), 'annotations/train.json'), osp.join(str(root), 'images/'), 'color',
+         None)]
 
 
 def test_config_split_exit_codes(config_dataset, capsys):
@@ -422,9 +423,74 @@ def test_config_relative_data_root_and_override(config_dataset, tmp_path, monkey
         'val_dataloader = dict(dataset=dict(data_root="data/",\n'
         '    ann_file="annotations/train.json", data_prefix=dict(img="images/")))\n'))
     assert cd.sources_from_config(rel, 'val') == [('data/annotations/train.json',
-                                                   'data/images/', 'color')]
+                                                   'data/images/', 'color', None)]
     assert cd.main([rel, '--split', 'val']) == 0
     assert cd.main([config, '--split', 'val', '--data-root', str(tmp_path / 'nowhere')]) == 2
+
+
+def classes_config(tmp_path, root, classes, evaluator_file='annotations/val.json'):
+    return write_config(tmp_path, (
+        f'data_root = {str(root) + "/"!r}\n'
+        'val_dataloader = dict(dataset=dict(type="ms_rcnn.CheckedCocoDataset",\n'
+        f'    data_root=data_root, metainfo=dict(classes={classes!r}),\n'
+        '    ann_file="annotations/val.json", data_prefix=dict(img="images/")))\n'
+        f'val_evaluator = dict(type="ms_rcnn.MaskScoringCocoMetric", '
+        f'ann_file=data_root + {evaluator_file!r})\n'))
+
+
+@pytest.fixture
+def two_class_dataset(tmp_path):
+    """A clean val split with categories 'thing' (id 1) and 'other' (id 5, one annotation)."""
+    root = tmp_path / 'data'
+    ann, _ = make_dataset(root)
+    ann['categories'].append(dict(id=5, name='other'))
+    ann['annotations'][1]['category_id'] = 5
+    (root / 'annotations').mkdir()
+    write_json(root / 'annotations' / 'val.json', ann)
+    write_json(root / 'annotations' / 'train.json', ann)
+    return root
+
+
+@pytest.mark.parametrize('classes, code, says', [
+    (('thing', 'other'), 0, None),
+    (('other', 'thing'), 1, "the file lists these categories in the order ['thing', 'other']"),
+    (('thing', 'othre'), 1, "metainfo classes ['othre'] are not categories of this file"),
+    (('thing', ), 0, "warning  categories ['other'] are not metainfo classes, so their 1 "
+                     "annotation(s) are left out"),
+    ('thing', 2, "metainfo.classes is the string 'thing', not a tuple of names"),
+])
+def test_config_classes_are_checked_against_the_file(two_class_dataset, tmp_path, capsys,
+                                                     classes, code, says):
+    """What CheckedCocoDataset would refuse (or warn about) when it is built."""
+    config = classes_config(tmp_path, two_class_dataset, classes)
+    assert cd.main([config, '--split', 'val']) == code
+    captured = capsys.readouterr()
+    if says is not None:
+        assert says in captured.out + captured.err
+
+
+def test_config_evaluator_must_read_the_datasets_file(two_class_dataset, tmp_path, capsys):
+    config = classes_config(tmp_path, two_class_dataset, ('thing', 'other'),
+                            evaluator_file='annotations/train.json')
+    assert cd.main([config, '--split', 'val']) == 1
+    out = capsys.readouterr().out
+    assert f"val_evaluator.ann_file {two_class_dataset}/annotations/train.json is not the " \
+        "annotation file of val_dataloader.dataset" in out
+    config = classes_config(tmp_path, two_class_dataset, ('thing', 'other'),
+                            evaluator_file='annotations/gone.json')
+    assert cd.main([config, '--split', 'val']) == 1
+    assert 'annotations/gone.json does not exist' in capsys.readouterr().out
+    config = classes_config(tmp_path, two_class_dataset, ('thing', 'other'))
+    assert cd.main([config, '--split', 'val', '--data-root', str(two_class_dataset)]) == 0
+
+
+def test_config_heads_that_disagree_with_the_classes_are_refused(two_class_dataset, tmp_path,
+                                                                  capsys):
+    config = classes_config(tmp_path, two_class_dataset, ('thing', 'other'))
+    with open(config, 'a') as f:
+        f.write('model = dict(roi_head=dict(bbox_head=dict(num_classes=1)))\n')
+    assert cd.main([config, '--split', 'val']) == 2
+    assert 'model.roi_head.bbox_head.num_classes: 1' in capsys.readouterr().err
 
 
 def test_config_unreadable(tmp_path, capsys):

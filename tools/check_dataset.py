@@ -15,7 +15,11 @@ config form they are decoded with the ``color_type`` of the pipeline's ``LoadIma
 In the config form, ``ann_file``, ``data_root`` and ``data_prefix.img`` are read from
 ``<split>_dataloader.dataset`` (through wrappers such as ``RepeatDataset`` that nest a
 ``dataset``, and ``ConcatDataset``'s ``datasets``); relative paths are joined to ``data_root``
-as MMDetection does, and a relative ``data_root`` is taken from the current directory.
+as MMDetection does, and a relative ``data_root`` is taken from the current directory. The
+config form also checks what the dataset and the evaluator will do with the file: each
+dataset's ``metainfo`` classes must be categories of its file, one each, in the file's order
+(categories left out are a warning); the heads' and datasets' numbers of classes must agree;
+and for ``val``/``test`` each evaluator's ``ann_file`` must exist and be a dataset's file.
 
 Exit status: 0 when there is no error (warnings allowed), 1 when there is at least one error,
 2 when the input cannot be read (missing or invalid JSON, unusable config).
@@ -31,21 +35,23 @@ import os.path as osp
 import sys
 from collections import Counter
 from dataclasses import asdict
-from typing import Any, Dict, List, NamedTuple, Optional, Sequence
+from typing import Any, Dict, List, NamedTuple, Optional, Sequence, Tuple
 
 from mmcv.image.io import imread_flags
 
 from ms_rcnn.datasets.coco_checks import (ERROR, WARNING, DatasetInputError, Problem,
-                                          check_coco, load_annotation_file)
-from ms_rcnn.utils.config import dataset_cfgs
+                                          check_coco, class_mismatch, left_out_categories,
+                                          load_annotation_file)
+from ms_rcnn.utils.config import ConfigError, dataset_cfgs, dataset_classes, load_config
 
 
 class Source(NamedTuple):
-    """One annotation file to check, its image directory and how its images are decoded
-    (``LoadImageFromFile``'s ``color_type``)."""
+    """One annotation file to check, its image directory, how its images are decoded
+    (``LoadImageFromFile``'s ``color_type``) and, from a config, the dataset's classes."""
     ann_file: str
     img_dir: Optional[str]
     color_type: str = 'color'
+    classes: Optional[tuple] = None
 
 
 def _join_root(data_root: str, path: str) -> str:
@@ -61,7 +67,7 @@ def _dataset_source(dataset: dict, data_root: Optional[str]) -> Source:
     prefix = dataset.get('data_prefix') or {}
     img_prefix = prefix.get('img', prefix.get('img_path', '')) or ''
     return Source(_join_root(root, dataset['ann_file']), _join_root(root, img_prefix),
-                  _color_type(dataset.get('pipeline')))
+                  _color_type(dataset.get('pipeline')), dataset_classes(dataset))
 
 
 def _color_type(pipeline: Any) -> str:
@@ -92,27 +98,86 @@ def sources_from_config(config: str, split: str,
         data_root (str | None): Replaces every dataset's ``data_root`` when given.
 
     Returns:
-        list[Source]: ``(ann_file, img_dir, color_type)``, one per dataset.
+        list[Source]: ``(ann_file, img_dir, color_type, classes)``, one per dataset.
 
     Raises:
         DatasetInputError: When the config cannot be read or names no annotation file.
     """
-    from mmengine.config import Config  # ms_rcnn, imported above, enables ms_rcnn:: bases
+    return check_config(config, split, data_root)[0]
 
+
+def check_config(config: str, split: str,
+                 data_root: Optional[str] = None) -> Tuple[List[Source], List[str]]:
+    """What to check of a config's split, and what is wrong with its evaluator.
+
+    The config is read as our tools read it (``--data-root`` rewrites the evaluators' files
+    too), so the heads' and datasets' numbers of classes must agree. For ``val`` and ``test``,
+    every ``<split>_evaluator.ann_file`` must exist and be the annotation file of a dataset of
+    the split, or the evaluation would stop (or score other images).
+
+    Returns:
+        tuple: The sources (see :func:`sources_from_config`) and the evaluator's problems.
+
+    Raises:
+        DatasetInputError: When the config cannot be read, is inconsistent or names no
+            annotation file.
+    """
     if not osp.isfile(config):
         raise DatasetInputError(f'config file {config} not found')
     try:
-        cfg = Config.fromfile(config)
+        cfg = load_config(config, data_root=data_root)
+    except (ConfigError, FileNotFoundError) as exc:
+        raise DatasetInputError(f'{config}: {exc}')
     except Exception as exc:  # noqa: BLE001  any failure to parse is reported, not raised
         raise DatasetInputError(f'cannot read config {config}: {type(exc).__name__}: {exc}')
     loader = cfg.get(f'{split}_dataloader')
     if not isinstance(loader, dict):
         raise DatasetInputError(f'config {config} has no {split}_dataloader')
-    sources = [_dataset_source(d, data_root) for d in dataset_cfgs(loader.get('dataset'))
-               if d.get('ann_file')]
+    try:
+        sources = [_dataset_source(d, data_root) for d in dataset_cfgs(loader.get('dataset'))
+                   if d.get('ann_file')]
+    except ConfigError as exc:
+        raise DatasetInputError(f'{config}: {split}_dataloader.dataset: {exc}')
     if not sources:
         raise DatasetInputError(f'{split}_dataloader.dataset in {config} has no ann_file')
-    return sources
+    return sources, _evaluator_problems(cfg.get(f'{split}_evaluator'), split, sources)
+
+
+def _evaluator_problems(evaluator: Any, split: str, sources: Sequence[Source]) -> List[str]:
+    """Evaluator annotation files that are missing or not those of the split's datasets."""
+    if split == 'train' or not evaluator:
+        return []
+    problems = []
+    ann_files = {osp.realpath(source.ann_file) for source in sources}
+    for metric in evaluator if isinstance(evaluator, list) else [evaluator]:
+        ann_file = metric.get('ann_file') if isinstance(metric, dict) else None
+        if not ann_file:
+            continue
+        if not osp.isfile(ann_file):
+            problems.append(f'{split}_evaluator.ann_file {ann_file} does not exist')
+        elif osp.realpath(ann_file) not in ann_files:
+            problems.append(f'{split}_evaluator.ann_file {ann_file} is not the annotation file '
+                            f'of {split}_dataloader.dataset '
+                            f'({", ".join(s.ann_file for s in sources)}): the evaluation would '
+                            f'stop at the first image that file lacks')
+    return problems
+
+
+def class_problems(source: Source, ann: Any) -> Tuple[List[str], List[str]]:
+    """Errors and warnings about a config dataset's classes against its file's categories."""
+    if source.classes is None or not isinstance(ann, dict) \
+            or not isinstance(ann.get('categories'), list):
+        return [], []
+    categories = [c for c in ann['categories'] if isinstance(c, dict)]
+    problem = class_mismatch(source.classes, categories)
+    if problem is not None:
+        return [problem], []
+    annotations = ann.get('annotations') if isinstance(ann.get('annotations'), list) else []
+    left_out, count = left_out_categories(source.classes, categories, annotations)
+    if left_out:
+        return [], [f'categories {left_out} are not metainfo classes, so their {count} '
+                    f'annotation(s) are left out (the classes are {list(source.classes)})']
+    return [], []
 
 
 def summarize(problems: Sequence[Problem]) -> Dict[str, Dict[str, int]]:
@@ -182,15 +247,15 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     return args
 
 
-def _resolve_sources(args: argparse.Namespace) -> List[Source]:
-    """What to check for the parsed command line."""
+def _resolve_sources(args: argparse.Namespace) -> Tuple[List[Source], List[str]]:
+    """What to check for the parsed command line, and the config's evaluator problems."""
     if args.split is not None:
-        sources = sources_from_config(args.source, args.split, args.data_root)
+        sources, evaluator_problems = check_config(args.source, args.split, args.data_root)
     else:
-        sources = [Source(args.source, args.img_dir)]
+        sources, evaluator_problems = [Source(args.source, args.img_dir)], []
     if args.ignore_exif_orientation:
         sources = [source._replace(color_type='color_ignore_orientation') for source in sources]
-    return sources
+    return sources, evaluator_problems
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
@@ -204,7 +269,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     """
     args = parse_args(argv)
     try:
-        sources = _resolve_sources(args)
+        sources, evaluator_problems = _resolve_sources(args)
         loaded = [(source, load_annotation_file(source.ann_file)) for source in sources]
     except DatasetInputError as exc:
         print(f'error: {exc}', file=sys.stderr)
@@ -217,16 +282,29 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                 print(f'error: image directory {img_dir} does not exist', file=sys.stderr)
             return 2
     reports, num_errors = [], 0
-    for (ann_file, img_dir, color_type), ann in loaded:
+    for source, ann in loaded:
+        ann_file, img_dir = source.ann_file, source.img_dir
         problems = check_coco(ann, img_dir, check_images=not args.skip_images,
-                              expect_masks=not args.no_masks, color_type=color_type)
+                              expect_masks=not args.no_masks, color_type=source.color_type)
         num_errors += sum(p.severity == ERROR for p in problems)
         print(_report_text(ann_file, img_dir, ann, problems, args.max_print))
-        reports.append(_report_json(ann_file, img_dir, problems))
+        report = _report_json(ann_file, img_dir, problems)
+        class_errors, class_warnings = class_problems(source, ann)
+        for message in class_errors:
+            print(f'  error    {message}')
+        for message in class_warnings:
+            print(f'  warning  {message}')
+        num_errors += len(class_errors)
+        report.update(class_errors=class_errors, class_warnings=class_warnings)
+        reports.append(report)
+    for message in evaluator_problems:
+        print(f'error: {message}')
+    num_errors += len(evaluator_problems)
     if args.json:
         try:
             with open(args.json, 'w', encoding='utf-8') as f:
-                json.dump(dict(reports=reports, errors=num_errors), f, indent=2)
+                json.dump(dict(reports=reports, evaluator_errors=evaluator_problems,
+                           errors=num_errors), f, indent=2)
         except OSError as exc:
             print(f'error: cannot write {args.json}: {exc.strerror or exc}', file=sys.stderr)
             return 2

@@ -25,7 +25,7 @@ from mmengine.logging import print_log
 from ..registry import DATASETS
 from .bad_data_policy import (CLIP_BOX, DROP_INSTANCE, DROP_PARTS, FILL_AREA, FILL_ISCROWD,
                               KEEP, BadDatasetError, CleanReport, clean_coco, format_problems)
-from .coco_checks import load_annotation_file, size_mismatch
+from .coco_checks import class_mismatch, left_out_categories, load_annotation_file, size_mismatch
 
 _WARNED_ACTIONS = {
     DROP_INSTANCE: 'instances dropped',
@@ -195,31 +195,14 @@ class CheckedCocoDataset(CocoDataset):
                 classes are in another order than the file's categories.
         """
         classes = list(self.metainfo['classes'])
-        names = {cat['id']: cat['name'] for cat in categories}
-        found = [names[cat_id] for cat_id in self.cat_ids]
-        missing = [name for name in classes if name not in found]
-        if missing:
-            raise BadDatasetError(
-                f'{self.ann_file}: metainfo classes {missing} are not categories of this file '
-                f'(its categories: {sorted(set(names.values()))})')
-        shared = sorted({name for name in found if found.count(name) > 1})
-        if shared:
-            raise BadDatasetError(
-                f'{self.ann_file}: several categories are named {shared} (ids '
-                f'{sorted(i for i, n in names.items() if n in shared)}); each class needs one '
-                f'category: rename or merge them in the file')
-        if found != classes:
-            raise BadDatasetError(
-                f'{self.ann_file}: metainfo classes are {classes} but the file lists these '
-                f'categories in the order {found}; mmdet gives label i to the file\'s i-th '
-                f'category and names it classes[i], so every label would be misnamed: list the '
-                f'classes in the file\'s order')
-        left_out = {cat_id: name for cat_id, name in names.items() if name not in classes}
+        problem = class_mismatch(classes, categories)
+        if problem is not None:
+            raise BadDatasetError(f'{self.ann_file}: {problem}')
+        left_out, count = left_out_categories(classes, categories, annotations)
         if left_out:
-            count = sum(1 for ann in annotations if ann.get('category_id') in left_out)
-            print_log(f'{self.ann_file}: categories {sorted(left_out.values())} are not '
-                      f'metainfo classes, so their {count} annotation(s) are left out (the '
-                      f'classes are {classes})', logger='current', level=logging.WARNING)
+            print_log(f'{self.ann_file}: categories {left_out} are not metainfo classes, so '
+                      f'their {count} annotation(s) are left out (the classes are {classes})',
+                      logger='current', level=logging.WARNING)
 
     def _log_actions(self, report: CleanReport) -> None:
         for action, verb in _WARNED_ACTIONS.items():

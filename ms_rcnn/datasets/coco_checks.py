@@ -274,6 +274,53 @@ def check_categories(categories: List[dict]) -> Tuple[set, List[Problem]]:
     return ids, problems
 
 
+def class_mismatch(classes: Sequence[str], categories: List[dict]) -> Optional[str]:
+    """Why a dataset's ``metainfo`` classes cannot label this file's categories, or None.
+
+    mmdet gives label ``i`` to the ``i``-th of the file's categories (in the file's order) whose
+    name is a class, and names it ``classes[i]``. So every class must be the name of exactly
+    one category, in the file's order; categories named by no class are left out.
+
+    Args:
+        classes (Sequence[str]): The dataset's class names.
+        categories (list[dict]): The file's ``categories`` (each with ``id`` and ``name``).
+
+    Returns:
+        str | None: The problem (without the file's name), or None.
+    """
+    found = [cat.get('name') for cat in categories if cat.get('name') in classes]
+    names = sorted({str(cat.get('name')) for cat in categories})
+    missing = [name for name in classes if name not in found]
+    if missing:
+        return f'metainfo classes {missing} are not categories of this file (its categories: ' \
+               f'{names})'
+    shared = sorted({name for name in found if found.count(name) > 1})
+    if shared:
+        ids = sorted(cat.get('id') for cat in categories if cat.get('name') in shared)
+        return f'several categories are named {shared} (ids {ids}); each class needs one ' \
+               f'category: rename or merge them in the file'
+    if found != list(classes):
+        return f'metainfo classes are {list(classes)} but the file lists these categories in ' \
+               f'the order {found}; mmdet gives label i to the file\'s i-th category and names ' \
+               f'it classes[i], so every label would be misnamed: list the classes in the ' \
+               f'file\'s order'
+    return None
+
+
+def left_out_categories(classes: Sequence[str], categories: List[dict],
+                        annotations: List[dict]) -> Tuple[List[str], int]:
+    """The file's categories that no class names, and how many annotations they have.
+
+    Returns:
+        tuple: (sorted category names, number of their annotations).
+    """
+    left_out = {cat.get('id'): cat.get('name') for cat in categories
+                if cat.get('name') not in classes}
+    count = sum(1 for ann in annotations
+                if isinstance(ann, dict) and ann.get('category_id') in left_out)
+    return sorted(map(str, left_out.values())), count
+
+
 # ----------------------------------------------------------------------------- images
 
 def _image_entry_problem(index: int, img: dict) -> Optional[Problem]:
