@@ -430,3 +430,26 @@ def test_demo_downloads_the_nuclei_only_for_its_own_config(config, nuclei, monke
     nuclei_root = osp.join(str(tmp_path), 'nuclei_coco')
     assert calls == ([('nuclei', ), ('load_config', nuclei_root)] if nuclei
                      else [('load_config', None)])
+
+
+def test_checked_device_names_what_is_wrong():
+    from ms_rcnn.utils.cli import checked_device
+    from ms_rcnn.utils.config import ConfigError
+    assert checked_device('cpu') == 'cpu'
+    with pytest.raises(ConfigError, match=r"--device 'gpu0' is not a device"):
+        checked_device('gpu0')
+    if torch.cuda.is_available():
+        with pytest.raises(ConfigError, match='CUDA device'):
+            checked_device(f'cuda:{torch.cuda.device_count()}')
+    else:
+        with pytest.raises(ConfigError, match='--device cuda:0: no CUDA device here'):
+            checked_device('cuda:0')
+
+
+def test_analysis_tool_refuses_a_missing_device_in_one_line(tmp_path):
+    device = f'cuda:{torch.cuda.device_count()}'  # one past the last (cuda:0 without a GPU)
+    proc = subprocess.run([PY, 'tools/analysis_tools/mask_score_analysis.py', TOY_CONFIG,
+                           str(tmp_path / 'none.pth'), '--device', device],
+                          cwd=REPO_ROOT, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 1 and f'error: --device {device}' in proc.stderr
+    assert 'Traceback' not in proc.stderr

@@ -20,7 +20,7 @@ import ms_rcnn  # noqa: F401  registers modules and the safe checkpoint loader
 from ms_rcnn.analysis import format_report
 from ms_rcnn.apis import analyse_checkpoint, save_visualizations
 from ms_rcnn.demo_data import make_nuclei_coco
-from ms_rcnn.utils.cli import run_tool
+from ms_rcnn.utils.cli import checked_device, run_tool
 from ms_rcnn.utils.config import load_config, package_config, shorten_training
 from ms_rcnn.utils.json_report import write_json
 
@@ -57,6 +57,7 @@ def last_val_metrics(scalars_file: str) -> dict:
 
 def main(argv=None):
     args = parse_args(argv)
+    checked_device(args.device)
     start = time.time()
     work_dir = osp.abspath(args.work_dir)
     data_root = args.data_root

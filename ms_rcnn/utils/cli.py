@@ -36,3 +36,33 @@ def run_tool(main: Callable[[Optional[Sequence[str]]], Any],
         if os.environ.get(TRACEBACK_ENV, '') not in ('', '0'):
             raise
         raise SystemExit(f'error: {exc}') from None
+
+
+def checked_device(name: str) -> str:
+    """A ``--device`` value that torch can use here, or an input error that says why not.
+
+    Args:
+        name (str): E.g. ``'cpu'``, ``'cuda'``, ``'cuda:1'``.
+
+    Returns:
+        str: ``name``.
+
+    Raises:
+        ConfigError: ``name`` is no device, or names a CUDA device this machine lacks (instead
+            of an assertion deep in the model's ``.to``).
+    """
+    import torch
+
+    from .config import ConfigError
+    try:
+        device = torch.device(name)
+    except RuntimeError as exc:
+        raise ConfigError(f'--device {name!r} is not a device ({exc})') from None
+    if device.type == 'cuda':
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if count == 0:
+            raise ConfigError(f'--device {name}: no CUDA device here (torch {torch.__version__}'
+                              f'{"" if torch.version.cuda else ", a CPU build"}); use --device cpu')
+        if device.index is not None and device.index >= count:
+            raise ConfigError(f'--device {name}: only {count} CUDA device(s) here')
+    return name

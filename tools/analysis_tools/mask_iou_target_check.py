@@ -28,7 +28,7 @@ import ms_rcnn  # noqa: E402,F401
 from ms_rcnn.analysis import correlations  # noqa: E402
 from ms_rcnn.models.mask_iou_math import logit_threshold  # noqa: E402
 from ms_rcnn.utils.checkpoint import check_checkpoint_fits  # noqa: E402
-from ms_rcnn.utils.cli import run_tool  # noqa: E402
+from ms_rcnn.utils.cli import checked_device, run_tool  # noqa: E402
 from ms_rcnn.utils.config import load_config  # noqa: E402
 from ms_rcnn.utils.json_report import write_json  # noqa: E402
 
@@ -125,6 +125,7 @@ def main(argv: Optional[List[str]] = None) -> dict:
     parser.add_argument('--device', default='cpu')
     parser.add_argument('--json', help='also write the report here')
     args = parser.parse_args(argv)
+    checked_device(args.device)
     cfg = load_config(args.config, data_root=args.data_root)
     if 'mask_iou_head' not in cfg.model.get('roi_head', {}):
         parser.error(f'{args.config} has no MaskIoU head')

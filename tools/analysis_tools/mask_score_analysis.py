@@ -14,7 +14,7 @@ import argparse
 import ms_rcnn  # noqa: F401  registers modules and the safe checkpoint loader
 from ms_rcnn.analysis import format_report
 from ms_rcnn.apis import analyse_checkpoint
-from ms_rcnn.utils.cli import run_tool
+from ms_rcnn.utils.cli import checked_device, run_tool
 
 
 def parse_args(argv=None):
@@ -30,6 +30,7 @@ def parse_args(argv=None):
 
 def main(argv=None):
     args = parse_args(argv)
+    checked_device(args.device)
     report = analyse_checkpoint(args.config, args.checkpoint, args.out_dir, args.data_root,
                                 args.device)
     report.pop('_samples')
