@@ -99,3 +99,38 @@ def test_no_time_left_skips_everything(tmp_path):
         ['environment', 'SKIPPED'], ['setup', 'SKIPPED']]
     assert proc.returncode == 124
     assert 'set-up failed or was skipped: nothing else can run' in proc.stdout
+
+
+@pytest.mark.parametrize('env, plan', [
+    ({}, 'plan: cpu ops'),                                   # no GPU visible: as mmcv decides
+    ({'FORCE_CUDA': '1'}, 'plan: cuda ops'),                 # a build host asks for them
+    ({'TORCH_CUDA_ARCH_LIST': '9.0'}, 'plan: cuda ops'),
+    ({'FAKE_GPU': '1'}, 'plan: cuda ops'),                   # a GPU is visible
+    ({'FAKE_GPU': '1', 'NO_NVCC': '1'}, 'plan: cpu ops'),   # nothing to compile CUDA with
+])
+def test_build_mmcv_builds_cuda_ops_only_where_they_are_wanted(tmp_path, env, plan):
+    """A CUDA torch from PyPI on a machine without a GPU (and a CUDA toolkit) must get the CPU
+    ops in minutes, not the CUDA ops of every architecture in hours."""
+    site = tmp_path / 'site'
+    site.mkdir()
+    (site / 'sitecustomize.py').write_text(
+        'import os, torch\n'
+        "torch.version.cuda = '13.0'\n"
+        "torch.cuda.is_available = lambda: os.environ.get('FAKE_GPU') == '1'\n"
+        'torch.cuda.device_count = lambda: int(torch.cuda.is_available())\n'
+        'torch.cuda.get_device_capability = lambda i=0: (9, 0)\n')
+    bin_dir = tmp_path / 'bin'
+    bin_dir.mkdir()
+    if not env.get('NO_NVCC'):
+        (bin_dir / 'nvcc').write_text('#!/bin/sh\nexit 0\n')
+        (bin_dir / 'nvcc').chmod(0o755)
+    path = os.pathsep.join([str(bin_dir)] + [d for d in os.environ['PATH'].split(os.pathsep)
+                                             if not osp.isfile(osp.join(d, 'nvcc'))])
+    run_env = {k: v for k, v in os.environ.items()
+               if k not in ('FORCE_CUDA', 'TORCH_CUDA_ARCH_LIST', 'CUDA_HOME')}
+    run_env.update(env, PATH=path, PLAN_ONLY='1', PYTHONPATH=str(site))
+    proc = subprocess.run(['bash', osp.join(REPO_ROOT, 'tools', 'build_mmcv.sh'),
+                           sys.executable], env=run_env, capture_output=True, text=True,
+                          timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.startswith(plan), (proc.stdout, proc.stderr)

@@ -4,8 +4,9 @@
 # mmcv 2.1 (the newest that mmdet 3.3 accepts) has no wheel on PyPI for today's torch, so it
 # is built from its source distribution. Its setup.py compiles with -std=c++17, which torch
 # 2.14 and newer refuse (their headers need C++20): for those the source is patched to the
-# standard that torch's ATen.h asks for. The CUDA ops are built too when torch has CUDA and
-# nvcc is on the PATH (FORCE_CUDA=1); the CUDA library headers that torch's pip wheels carry
+# standard that torch's ATen.h asks for. The CUDA ops are built too when torch has CUDA, nvcc
+# is on the PATH and a GPU is visible (or FORCE_CUDA=1, or TORCH_CUDA_ARCH_LIST is set, for a
+# build host without one); the CUDA library headers that torch's pip wheels carry
 # (nvidia/*/include) are added to the include path after the toolkit's own, since a bare CUDA
 # toolkit may lack some.
 #
@@ -15,10 +16,12 @@
 #           when no patch is needed)
 # Environment:
 #   MAX_JOBS              parallel compile jobs (default: number of cores)
+#   FORCE_CUDA            1: build the CUDA ops without a visible GPU (a build host)
 #   TORCH_CUDA_ARCH_LIST  CUDA architectures (default: those of the visible GPUs, else all that
-#                         torch was built for)
+#                         torch was built for); setting it also builds the CUDA ops
 #   PIP_INSTALL_ARGS      extra arguments of the final `pip install` (e.g. --target DIR)
 #   BUILD_VERBOSE         1: pip -v, so the log shows each compiled file
+#   PLAN_ONLY             1: print which ops would be built (cpu or cuda) and the C++ standard
 set -euo pipefail
 
 PY="${1:?usage: tools/build_mmcv.sh PYTHON [SDIST]}"
@@ -36,8 +39,26 @@ print(match.group(1) if match else '17')
 EOF
 )"
 
-if "$PY" -c "import torch, sys; sys.exit(0 if torch.version.cuda else 1)" 2>/dev/null \
-    && command -v nvcc >/dev/null; then
+# CUDA ops as mmcv's setup.py decides (a visible GPU, or FORCE_CUDA=1), and also when
+# TORCH_CUDA_ARCH_LIST names the architectures; always only with a CUDA torch and nvcc. A CUDA
+# torch from PyPI on a machine without a GPU (and a toolkit installed) thus gets the CPU ops in
+# minutes, not the CUDA ops of every architecture in hours.
+CUDA_TORCH=0
+"$PY" -c "import torch, sys; sys.exit(0 if torch.version.cuda else 1)" 2>/dev/null && CUDA_TORCH=1
+GPU_VISIBLE=0
+"$PY" -c "import torch, sys; sys.exit(0 if torch.cuda.is_available() else 1)" 2>/dev/null \
+  && GPU_VISIBLE=1
+WANT_CUDA=0
+if [ "$GPU_VISIBLE" = 1 ] || [ "${FORCE_CUDA:-0}" = 1 ] || [ -n "${TORCH_CUDA_ARCH_LIST:-}" ]; then
+  WANT_CUDA=1
+fi
+if [ "$CUDA_TORCH" = 1 ] && command -v nvcc >/dev/null && [ "$WANT_CUDA" = 0 ]; then
+  log "a CUDA torch and nvcc but no visible GPU: CPU ops only (FORCE_CUDA=1 or" \
+    "TORCH_CUDA_ARCH_LIST=... builds the CUDA ops too, e.g. on a build host)"
+fi
+OPS=cpu
+if [ "$CUDA_TORCH" = 1 ] && command -v nvcc >/dev/null && [ "$WANT_CUDA" = 1 ]; then
+  OPS=cuda
   export FORCE_CUDA=1
   # torch takes the toolkit to be the parent of nvcc's folder, which is wrong when nvcc on the
   # PATH is a wrapper (e.g. /usr/local/bin/nvcc): ask nvcc where its toolkit is instead.
@@ -78,7 +99,12 @@ EOF
   log "CUDA ops for ${TORCH_CUDA_ARCH_LIST:-the default architectures of torch}, C++$STD," \
     "toolkit ${CUDA_HOME:-${CUDA_PATH:-as torch finds it}}"
 else
-  log "CPU ops only (no CUDA torch or no nvcc), C++$STD"
+  unset FORCE_CUDA  # mmcv's setup.py would otherwise try the CUDA ops without nvcc
+  log "CPU ops only, C++$STD"
+fi
+if [ "${PLAN_ONLY:-0}" = 1 ]; then  # say what would be built, build nothing (for the tests)
+  echo "plan: $OPS ops, C++$STD"
+  exit 0
 fi
 export MMCV_WITH_OPS=1 MAX_JOBS="${MAX_JOBS:-$(nproc)}"
 # torch compiles in parallel only with ninja (otherwise one file at a time, several times
