@@ -453,3 +453,18 @@ def test_analysis_tool_refuses_a_missing_device_in_one_line(tmp_path):
                           cwd=REPO_ROOT, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 1 and f'error: --device {device}' in proc.stderr
     assert 'Traceback' not in proc.stderr
+
+
+def test_train_warns_about_an_evaluator_on_another_file_and_stops_at_its_first_image(
+        toy_root, tmp_path):
+    """Without the warning this is found only after the first epoch."""
+    other = osp.join(toy_root, 'annotations', 'instances_train.json')
+    proc = subprocess.run([PY, 'tools/train.py', TOY_CONFIG, '--data-root', toy_root,
+                           '--max-iters', '1', '--work-dir', str(tmp_path / 'wd'),
+                           '--cfg-options', f'val_evaluator.ann_file={other}'],
+                          cwd=REPO_ROOT, capture_output=True, text=True, timeout=600)
+    lines = proc.stderr.splitlines()
+    assert lines[0].startswith(f'warning: val_evaluator.ann_file {other} is not the annotation '
+                               'file of val_dataloader.dataset'), proc.stderr[-2000:]
+    assert proc.returncode == 1 and lines[-1].startswith(f'error: {other}: ')
+    assert 'Traceback' not in proc.stderr

@@ -42,7 +42,8 @@ from mmcv.image.io import imread_flags
 from ms_rcnn.datasets.coco_checks import (ERROR, WARNING, DatasetInputError, Problem,
                                           check_coco, class_mismatch, left_out_categories,
                                           load_annotation_file)
-from ms_rcnn.utils.config import ConfigError, dataset_cfgs, dataset_classes, load_config
+from ms_rcnn.utils.config import (ConfigError, dataset_cfgs, dataset_classes,
+                                  evaluator_mismatches, join_data_root, load_config)
 
 
 class Source(NamedTuple):
@@ -54,19 +55,12 @@ class Source(NamedTuple):
     classes: Optional[tuple] = None
 
 
-def _join_root(data_root: str, path: str) -> str:
-    """Join a config path to ``data_root`` the way mmdet's ``BaseDataset`` does."""
-    if data_root and not osp.isabs(path):
-        return osp.join(data_root, path)
-    return path
-
-
 def _dataset_source(dataset: dict, data_root: Optional[str]) -> Source:
     """The files of one dataset config, joined to its (or the given) root."""
     root = data_root if data_root is not None else (dataset.get('data_root') or '')
     prefix = dataset.get('data_prefix') or {}
     img_prefix = prefix.get('img', prefix.get('img_path', '')) or ''
-    return Source(_join_root(root, dataset['ann_file']), _join_root(root, img_prefix),
+    return Source(join_data_root(root, dataset['ann_file']), join_data_root(root, img_prefix),
                   _color_type(dataset.get('pipeline')), dataset_classes(dataset))
 
 
@@ -140,27 +134,7 @@ def check_config(config: str, split: str,
         raise DatasetInputError(f'{config}: {split}_dataloader.dataset: {exc}')
     if not sources:
         raise DatasetInputError(f'{split}_dataloader.dataset in {config} has no ann_file')
-    return sources, _evaluator_problems(cfg.get(f'{split}_evaluator'), split, sources)
-
-
-def _evaluator_problems(evaluator: Any, split: str, sources: Sequence[Source]) -> List[str]:
-    """Evaluator annotation files that are missing or not those of the split's datasets."""
-    if split == 'train' or not evaluator:
-        return []
-    problems = []
-    ann_files = {osp.realpath(source.ann_file) for source in sources}
-    for metric in evaluator if isinstance(evaluator, list) else [evaluator]:
-        ann_file = metric.get('ann_file') if isinstance(metric, dict) else None
-        if not ann_file:
-            continue
-        if not osp.isfile(ann_file):
-            problems.append(f'{split}_evaluator.ann_file {ann_file} does not exist')
-        elif osp.realpath(ann_file) not in ann_files:
-            problems.append(f'{split}_evaluator.ann_file {ann_file} is not the annotation file '
-                            f'of {split}_dataloader.dataset '
-                            f'({", ".join(s.ann_file for s in sources)}): the evaluation would '
-                            f'stop at the first image that file lacks')
-    return problems
+    return sources, evaluator_mismatches(cfg, split) if split != 'train' else []
 
 
 def class_problems(source: Source, ann: Any) -> Tuple[List[str], List[str]]:

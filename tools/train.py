@@ -11,8 +11,8 @@ from mmengine.runner import Runner, find_latest_checkpoint
 import ms_rcnn  # noqa: F401  registers modules and the safe checkpoint loader
 from ms_rcnn.engine import CheckpointFitHook
 from ms_rcnn.utils.cli import run_tool
-from ms_rcnn.utils.config import (check_pretrained_weights_loadable, load_config,
-                                  shorten_training)
+from ms_rcnn.utils.config import (check_pretrained_weights_loadable, evaluator_mismatches,
+                                  load_config, shorten_training)
 from mmdet.utils import setup_cache_size_limit_of_dynamo
 
 
@@ -77,6 +77,8 @@ def main(argv=None):
     setup_cache_size_limit_of_dynamo()
     cfg = build_config(args)
     check_pretrained_weights_loadable(cfg, args.config)
+    for problem in evaluator_mismatches(cfg, 'val'):
+        print(f'warning: {problem}', file=sys.stderr)
     runner = RUNNERS.build(cfg) if 'runner_type' in cfg else Runner.from_cfg(cfg)
     if cfg.get('resume'):
         runner.register_hook(CheckpointFitHook())

@@ -255,6 +255,45 @@ def check_num_classes(cfg: Config) -> None:
                           f'num_classes to the number of metainfo classes of the datasets')
 
 
+def join_data_root(data_root: Optional[str], path: str) -> str:
+    """Join a dataset config's path to its ``data_root`` as mmdet's ``BaseDataset`` does."""
+    return osp.join(data_root, path) if data_root and not osp.isabs(path) else path
+
+
+def evaluator_mismatches(cfg: Config, split: str) -> List[str]:
+    """Evaluator annotation files that are missing or not those of the split's datasets.
+
+    ``MaskScoringCocoMetric`` would stop at the first image its file lacks, which in training
+    is after the first epoch; checked before that, this names the fields.
+
+    Args:
+        cfg (Config): The config (after ``--data-root``, which rewrites both).
+        split (str): ``'val'`` or ``'test'``.
+
+    Returns:
+        list[str]: One message per evaluator ``ann_file`` that is missing or differs.
+    """
+    loader = cfg.get(f'{split}_dataloader')
+    evaluator = cfg.get(f'{split}_evaluator')
+    if not loader or not evaluator:
+        return []
+    ann_files = [join_data_root(d.get('data_root'), d['ann_file'])
+                 for d in dataset_cfgs(loader.get('dataset')) if d.get('ann_file')]
+    real = {osp.realpath(path) for path in ann_files}
+    problems = []
+    for metric in evaluator if isinstance(evaluator, list) else [evaluator]:
+        ann_file = metric.get('ann_file') if isinstance(metric, dict) else None
+        if not ann_file or not ann_files or '://' in str(ann_file):
+            continue
+        if not osp.isfile(ann_file):
+            problems.append(f'{split}_evaluator.ann_file {ann_file} does not exist')
+        elif osp.realpath(ann_file) not in real:
+            problems.append(f'{split}_evaluator.ann_file {ann_file} is not the annotation file '
+                            f'of {split}_dataloader.dataset ({", ".join(ann_files)}): the '
+                            f'evaluation would stop at the first image that file lacks')
+    return problems
+
+
 def shorten_training(cfg: Config, max_iters: int) -> None:
     """Train for ``max_iters`` iterations, evaluate and save once at the end.
 
