@@ -177,7 +177,8 @@ class MaskScoringDetInferencer(DetInferencer):
     def _load_weights_to_model(self, model, checkpoint: Optional[dict], cfg) -> None:
         """mmdet's loading, after refusing a checkpoint that leaves parameters unloaded."""
         if checkpoint is not None:
-            check_checkpoint_fits(model, checkpoint, str(self._weights_file))
+            check_checkpoint_fits(model, checkpoint, str(self._weights_file or
+                                                         'of the model-zoo entry'))
         super()._load_weights_to_model(model, checkpoint, cfg)
 
     def pred2dict(self, data_sample, pred_out_dir: str = '') -> dict:

@@ -161,10 +161,11 @@ def host_waits_for_device(fn: Callable[[], Any], device: torch.device,
     Catches every kind of synchronisation, also those torch's sync debug mode does not see
     (a copy from pageable memory, an event wait, a sync inside an extension). The device is
     kept busy with ``torch.cuda._sleep``, an event is recorded behind the sleep, and ``fn``
-    runs: if the event is still pending when ``fn`` returns, ``fn`` did not wait. The sleep's
-    length is read back from CUDA events rather than trusted from a clock-rate calibration
-    (GPU clocks ramp from a few hundred MHz at idle to about 2 GHz under load), and a sleep
-    that turned out too short to decide (:func:`sync_verdict`) is retried twice as long.
+    runs: if the event is still pending when ``fn`` returns, ``fn`` did not wait. A short
+    calibration picks the sleep's length in cycles, but the verdict uses the length measured
+    with CUDA events (GPU clocks ramp from a few hundred MHz at idle to about 2 GHz under
+    load), and a sleep that turned out too short to decide (:func:`sync_verdict`) is retried
+    twice as long. ``fn`` runs once alone, then once per try.
     """
     if device.type != 'cuda':
         raise ValueError(f'host_waits_for_device needs a CUDA device, got {device}')

@@ -86,6 +86,8 @@ CASES = [
     ('image_unreadable_truncated_jpeg',
      lambda a, d: open(osp.join(d, 'img2.png'), 'wb').write(truncated_jpeg()),
      {('image_unreadable', 'img2.png', None)}),
+    ('image_unreadable_empty_file', lambda a, d: open(osp.join(d, 'img2.png'), 'wb').close(),
+     {('image_unreadable', 'img2.png', None)}),
     ('image_size_mismatch', lambda a, d: write_image(osp.join(d, 'img1.png'), height=H + 10),
      {('image_size_mismatch', 'img1.png', None)}),
     ('duplicate_image_id',
@@ -469,13 +471,28 @@ def test_config_classes_are_checked_against_the_file(two_class_dataset, tmp_path
         assert says in captured.out + captured.err
 
 
-def test_config_evaluator_must_read_the_datasets_file(two_class_dataset, tmp_path, capsys):
+def test_config_evaluator_must_hold_the_datasets_images(two_class_dataset, tmp_path, capsys):
+    annotations = two_class_dataset / 'annotations'
+    val = json.loads((annotations / 'val.json').read_text())
+    write_json(annotations / 'copy.json', val)  # another path, the same images: fine
     config = classes_config(tmp_path, two_class_dataset, ('thing', 'other'),
-                            evaluator_file='annotations/train.json')
+                            evaluator_file='annotations/copy.json')
+    assert cd.main([config, '--split', 'val']) == 0
+    other = copy.deepcopy(val)
+    other['images'][1]['file_name'] = 'elsewhere.png'
+    write_json(annotations / 'other.json', other)
+    config = classes_config(tmp_path, two_class_dataset, ('thing', 'other'),
+                            evaluator_file='annotations/other.json')
     assert cd.main([config, '--split', 'val']) == 1
-    out = capsys.readouterr().out
-    assert f"val_evaluator.ann_file {two_class_dataset}/annotations/train.json is not the " \
-        "annotation file of val_dataloader.dataset" in out
+    assert f"val_evaluator.ann_file {annotations}/other.json lacks 1 of the 2 images of " \
+        "val_dataloader.dataset" in capsys.readouterr().out
+    more = copy.deepcopy(val)
+    more['images'].append(dict(id=9, file_name='img9.png', height=H, width=W))
+    write_json(annotations / 'more.json', more)
+    config = classes_config(tmp_path, two_class_dataset, ('thing', 'other'),
+                            evaluator_file='annotations/more.json')
+    assert cd.main([config, '--split', 'val']) == 0
+    assert 'more.json has 1 images more than val_dataloader.dataset' in capsys.readouterr().out
     config = classes_config(tmp_path, two_class_dataset, ('thing', 'other'),
                             evaluator_file='annotations/gone.json')
     assert cd.main([config, '--split', 'val']) == 1

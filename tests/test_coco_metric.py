@@ -138,7 +138,8 @@ def test_an_image_of_the_same_id_but_another_file_stops(tmp_path):
                                          r"data/mine/img_1\.jpg in the dataset"):
         metric.process({}, [sample_of(1, 'data/mine/img_1.jpg')])
     metric.process({}, [sample_of(1, 'data/mine/1.jpg'), sample_of(2)])  # same file; no path
-    assert len(metric.results) == 2
+    metric.process({}, [sample_of(1, 'data/coco/train/../val/1.jpg')])  # other directories
+    assert len(metric.results) == 3
 
 
 def test_results_covering_part_of_the_file_warn(tmp_path, monkeypatch):

@@ -160,3 +160,45 @@ def test_every_shipped_config_agrees_on_its_classes(config):
     check_num_classes(cfg)
     counts = {cfg.model.roi_head.bbox_head.num_classes, cfg.model.roi_head.mask_head.num_classes}
     assert len(counts) == 1
+
+
+def test_dataset_types_without_fixed_classes_are_not_judged():
+    """mmdet's V3DetDataset has METAINFO classes None; non-COCO types are not ours to judge."""
+    from ms_rcnn.utils.config import dataset_classes
+    assert dataset_classes(dict(type='V3DetDataset', ann_file='a.json')) is None
+    assert dataset_classes(dict(type='MOTChallengeDataset', ann_file='a.json')) is None
+    assert dataset_classes(dict(type='NoSuchDataset', ann_file='a.json')) is None
+    assert len(dataset_classes(dict(type='CocoDataset', ann_file='a.json'))) == 80
+    assert dataset_classes(dict(type='ms_rcnn.CheckedCocoDataset',
+                                metainfo=dict(classes=('a', 'b'), palette=[(0, 0, 0)] * 2))) \
+        == ('a', 'b')
+
+
+def test_concat_dataset_labels_by_its_first_dataset(tmp_path):
+    """ConcatDataset takes its first dataset's metainfo (mmengine; with ignore_keys the others
+    may differ), so only that one must agree with the heads."""
+    child = tmp_path / 'concat.py'
+    child.write_text(
+        f"_base_ = {BALLOON!r}\n"
+        "_one = dict(type='ms_rcnn.CheckedCocoDataset', ann_file='a.json',\n"
+        "            metainfo=dict(classes=('balloon', )))\n"
+        "train_dataloader = dict(dataset=dict(_delete_=True, type='ConcatDataset',\n"
+        "    ignore_keys=['classes', 'palette'], datasets=[_one, dict(_one, ann_file='b.json',\n"
+        "    metainfo=dict(classes=('balloon', 'kite')))]))\n")
+    load_config(str(child))
+    child.write_text(child.read_text().replace("datasets=[_one, dict(", "datasets=[dict(")
+                     .replace("'kite')))]", "'kite'))), _one]"))
+    from ms_rcnn.utils.config import ConfigError
+    with pytest.raises(ConfigError, match=r"classes \('balloon', 'kite'\): 2"):
+        load_config(str(child))
+
+
+def test_shorten_training_takes_a_single_scheduler_and_other_epoch_schedules(tmp_path):
+    from ms_rcnn.utils.config import shorten_training
+    cfg = load_config(BALLOON)
+    cfg.param_scheduler = dict(type='CosineAnnealingLR', by_epoch=True, T_max=12, begin=0,
+                               end=12)
+    shorten_training(cfg, 40)
+    assert cfg.param_scheduler == [dict(type='CosineAnnealingLR', by_epoch=False, T_max=40,
+                                        begin=0, end=40)]
+    assert cfg.train_cfg == dict(type='IterBasedTrainLoop', max_iters=40, val_interval=40)

@@ -134,3 +134,16 @@ def test_build_mmcv_builds_cuda_ops_only_where_they_are_wanted(tmp_path, env, pl
                           timeout=120)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.startswith(plan), (proc.stdout, proc.stderr)
+
+
+def test_a_failed_environment_step_does_not_stop_the_checks(tmp_path):
+    """The environment step only diagnoses: set-up's own status decides whether to go on."""
+    fake = tmp_path / 'python'  # its environment report fails; set-up checks and tests pass
+    fake.write_text('#!/bin/sh\ncase "$1$2" in\n  -mpytest) exit 0;;\n  -c*) exit 0;;\n'
+                    '  -) grep -q importlib.metadata && exit 3; exit 0;;\nesac\nexit 1\n')
+    fake.chmod(0o755)
+    proc = run_checks(tmp_path, 'cuda_tests', PYTHON=str(fake))
+    summary = [line.split()[:2] for line in
+               (tmp_path / 'out' / 'summary.txt').read_text().splitlines()]
+    assert summary == [['environment', 'FAILED'], ['setup', 'ok'], ['cuda_tests', 'ok']]
+    assert proc.returncode == 3

@@ -12,6 +12,7 @@ On CUDA the same calls run under ``torch.cuda.set_sync_debug_mode('error')``, an
 what that mode cannot see, with the device kept busy by queued work that the host must not
 wait for (``ms_rcnn.testing.host_waits_for_device``).
 """
+import itertools
 from types import SimpleNamespace
 
 import numpy as np
@@ -189,5 +190,54 @@ def test_host_does_not_wait_for_queued_cuda_work(mask_type):
     device = cuda_or_skip()
     training_and_scoring(make_inputs(device, mask_type))  # warm-up
     batches = [make_inputs(device, mask_type) for _ in range(2)]
-    assert not host_waits_for_device(lambda: training_and_scoring(batches.pop()), device)
+    # host_waits_for_device calls it once alone, then once per try: cycle the two batches.
+    cycle = itertools.cycle(batches)
+    assert not host_waits_for_device(lambda: training_and_scoring(next(cycle)), device)
 
+
+def test_host_waits_for_device_sees_a_sync():
+    """The positive control: a call that reads a device value waits for the queued sleep."""
+    device = cuda_or_skip()
+    x = torch.ones(1000, device=device)
+    assert host_waits_for_device(lambda: (x * 2).sum().item(), device)
+    assert not host_waits_for_device(lambda: x * 2, device)
+
+
+
+def test_host_waits_for_device_retries_a_sleep_too_short_to_tell(monkeypatch):
+    """The control flow, with CUDA's sleep and events faked: a try whose sleep had ended
+    without being 3x the call is retried with a sleep twice as long; fn runs once per try."""
+    import contextlib
+    import time
+    slept_ms = iter([50.0, 1.0, 400.0])  # calibration, try 1 (too short), try 2
+    pending = iter([False, True])  # try 1: the sleep had ended; try 2: still running
+
+    class FakeEvent:
+        def __init__(self, enable_timing=False):
+            pass
+
+        def record(self):
+            pass
+
+        def synchronize(self):
+            pass
+
+        def query(self):
+            return not next(pending)
+
+        def elapsed_time(self, other):
+            return next(slept_ms)
+
+    sleeps, calls = [], []
+    monkeypatch.setattr(torch.cuda, 'device', lambda device: contextlib.nullcontext())
+    monkeypatch.setattr(torch.cuda, 'synchronize', lambda *args: None)
+    monkeypatch.setattr(torch.cuda, '_sleep', sleeps.append)
+    monkeypatch.setattr(torch.cuda, 'Event', FakeEvent)
+    def call():  # 10 ms alone: try 1's 1-ms sleep is too short to tell
+        calls.append(1)
+        time.sleep(0.01)
+
+    assert host_waits_for_device(call, torch.device('cuda'), min_sleep_s=0.2) is False
+    assert len(calls) == 3  # alone, try 1, try 2
+    # clock ramp, calibration (10M cycles in 50 ms: 2e8 cycles/s), 0.2 s, then 0.4 s
+    assert sleeps == [100_000_000, 10_000_000, 40_000_000, 80_000_000]

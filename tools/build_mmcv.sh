@@ -99,7 +99,9 @@ EOF
   log "CUDA ops for ${TORCH_CUDA_ARCH_LIST:-the default architectures of torch}, C++$STD," \
     "toolkit ${CUDA_HOME:-${CUDA_PATH:-as torch finds it}}"
 else
-  unset FORCE_CUDA  # mmcv's setup.py would otherwise try the CUDA ops without nvcc
+  # mmcv's setup.py builds CUDA ops whenever torch sees a GPU (or FORCE_CUDA=1): hide both.
+  unset FORCE_CUDA
+  export CUDA_VISIBLE_DEVICES=
   log "CPU ops only, C++$STD"
 fi
 if [ "${PLAN_ONLY:-0}" = 1 ]; then  # say what would be built, build nothing (for the tests)

@@ -19,7 +19,7 @@ as MMDetection does, and a relative ``data_root`` is taken from the current dire
 config form also checks what the dataset and the evaluator will do with the file: each
 dataset's ``metainfo`` classes must be categories of its file, one each, in the file's order
 (categories left out are a warning); the heads' and datasets' numbers of classes must agree;
-and for ``val``/``test`` each evaluator's ``ann_file`` must exist and be a dataset's file.
+and for ``val``/``test`` each evaluator's ``ann_file`` must exist and hold the split's images.
 
 Exit status: 0 when there is no error (warnings allowed), 1 when there is at least one error,
 2 when the input cannot be read (missing or invalid JSON, unusable config).
@@ -100,17 +100,18 @@ def sources_from_config(config: str, split: str,
     return check_config(config, split, data_root)[0]
 
 
-def check_config(config: str, split: str,
-                 data_root: Optional[str] = None) -> Tuple[List[Source], List[str]]:
+def check_config(config: str, split: str, data_root: Optional[str] = None
+                 ) -> Tuple[List[Source], Tuple[List[str], List[str]]]:
     """What to check of a config's split, and what is wrong with its evaluator.
 
     The config is read as our tools read it (``--data-root`` rewrites the evaluators' files
     too), so the heads' and datasets' numbers of classes must agree. For ``val`` and ``test``,
-    every ``<split>_evaluator.ann_file`` must exist and be the annotation file of a dataset of
-    the split, or the evaluation would stop (or score other images).
+    every ``<split>_evaluator.ann_file`` must exist and hold the split's images, or the
+    evaluation would stop (``ms_rcnn.utils.config.evaluator_mismatches``).
 
     Returns:
-        tuple: The sources (see :func:`sources_from_config`) and the evaluator's problems.
+        tuple: The sources (see :func:`sources_from_config`) and the evaluator's (errors,
+        warnings).
 
     Raises:
         DatasetInputError: When the config cannot be read, is inconsistent or names no
@@ -134,7 +135,7 @@ def check_config(config: str, split: str,
         raise DatasetInputError(f'{config}: {split}_dataloader.dataset: {exc}')
     if not sources:
         raise DatasetInputError(f'{split}_dataloader.dataset in {config} has no ann_file')
-    return sources, evaluator_mismatches(cfg, split) if split != 'train' else []
+    return sources, evaluator_mismatches(cfg, split) if split != 'train' else ([], [])
 
 
 def class_problems(source: Source, ann: Any) -> Tuple[List[str], List[str]]:
@@ -221,12 +222,13 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     return args
 
 
-def _resolve_sources(args: argparse.Namespace) -> Tuple[List[Source], List[str]]:
+def _resolve_sources(args: argparse.Namespace
+                     ) -> Tuple[List[Source], Tuple[List[str], List[str]]]:
     """What to check for the parsed command line, and the config's evaluator problems."""
     if args.split is not None:
         sources, evaluator_problems = check_config(args.source, args.split, args.data_root)
     else:
-        sources, evaluator_problems = [Source(args.source, args.img_dir)], []
+        sources, evaluator_problems = [Source(args.source, args.img_dir)], ([], [])
     if args.ignore_exif_orientation:
         sources = [source._replace(color_type='color_ignore_orientation') for source in sources]
     return sources, evaluator_problems
@@ -271,14 +273,18 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         num_errors += len(class_errors)
         report.update(class_errors=class_errors, class_warnings=class_warnings)
         reports.append(report)
-    for message in evaluator_problems:
+    evaluator_errors, evaluator_warnings = evaluator_problems
+    for message in evaluator_errors:
         print(f'error: {message}')
-    num_errors += len(evaluator_problems)
+    for message in evaluator_warnings:
+        print(f'warning: {message}')
+    num_errors += len(evaluator_errors)
     if args.json:
         try:
             with open(args.json, 'w', encoding='utf-8') as f:
-                json.dump(dict(reports=reports, evaluator_errors=evaluator_problems,
-                           errors=num_errors), f, indent=2)
+                json.dump(dict(reports=reports, evaluator_errors=evaluator_errors,
+                           evaluator_warnings=evaluator_warnings, errors=num_errors), f,
+                      indent=2)
         except OSError as exc:
             print(f'error: cannot write {args.json}: {exc.strerror or exc}', file=sys.stderr)
             return 2

@@ -77,8 +77,9 @@ def main(argv=None):
     setup_cache_size_limit_of_dynamo()
     cfg = build_config(args)
     check_pretrained_weights_loadable(cfg, args.config)
-    for problem in evaluator_mismatches(cfg, 'val'):
-        print(f'warning: {problem}', file=sys.stderr)
+    for problems in evaluator_mismatches(cfg, 'val'):
+        for problem in problems:  # the metric stops at the first image its file lacks
+            print(f'warning: {problem}', file=sys.stderr)
     runner = RUNNERS.build(cfg) if 'runner_type' in cfg else Runner.from_cfg(cfg)
     if cfg.get('resume'):
         runner.register_hook(CheckpointFitHook())

@@ -405,7 +405,11 @@ def check_image_file(img: dict, img_dir: str, decode: bool = True,
         return None
     # From the file's bytes, as LoadImageFromFile decodes (mmcv.imfrombytes, cv2 backend):
     # cv2.imread would fill a truncated JPEG with grey where imdecode refuses it.
-    data = cv2.imdecode(np.fromfile(path, np.uint8), imread_flags[color_type])
+    try:
+        content = np.fromfile(path, np.uint8)
+        data = cv2.imdecode(content, imread_flags[color_type]) if content.size else None
+    except (OSError, cv2.error) as exc:
+        return _problem('image_unreadable', f'cannot read image file {path} ({exc})', **where)
     if data is None:
         return _problem('image_unreadable', f'cannot decode image file {path}', **where)
     mismatch = size_mismatch(data.shape[:2], (img['height'], img['width']))

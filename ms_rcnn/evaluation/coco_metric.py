@@ -184,12 +184,14 @@ def annotations_lacking(annotations: List[dict], fields: Sequence[str]) -> Dict[
 
 
 def same_file(path: str, file_name: str) -> bool:
-    """Whether ``path`` ends with the (relative) ``file_name`` of an annotation file's image.
+    """Whether a dataset's image path and an annotation file's ``file_name`` name one file.
+
+    Compared by base name: ``data_prefix`` and datasets that rewrite directories (or names with
+    ``..``) change the rest, while another dataset's file of the same id almost always has
+    another name.
 
     Args:
         path (str): An image's path in the dataset (``data_prefix`` joined to ``file_name``).
         file_name (str): The ``file_name`` of an image entry.
     """
-    name_parts = osp.normpath(file_name).replace('\\', '/').split('/')
-    path_parts = osp.normpath(path).replace('\\', '/').split('/')
-    return path_parts[-len(name_parts):] == name_parts
+    return osp.basename(path.replace('\\', '/')) == osp.basename(file_name.replace('\\', '/'))

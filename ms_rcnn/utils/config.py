@@ -194,13 +194,15 @@ CLASS_HEADS = ('bbox_head', 'mask_head', 'mask_iou_head')
 
 
 def dataset_classes(dataset: dict) -> Optional[tuple]:
-    """The classes a dataset config will have: its ``metainfo.classes``, else its type's.
+    """The classes a dataset config will have: its ``metainfo.classes``, else its type's
+    (for COCO-style types).
 
     Args:
         dataset (dict): A dataset config (not a wrapper).
 
     Returns:
-        tuple | None: The class names, or None when the type is unknown here.
+        tuple | None: The class names, or None when not known here (a type that is not a
+        ``CocoDataset``, or one without fixed classes).
 
     Raises:
         ConfigError: ``metainfo.classes`` is a single string (``('balloon')`` without the
@@ -212,13 +214,31 @@ def dataset_classes(dataset: dict) -> Optional[tuple]:
                           f'write ({classes!r},) with the trailing comma')
     if classes is not None:
         return tuple(classes)
+    from mmdet.datasets import CocoDataset
+
     from ..registry import DATASETS
     try:
         dataset_type = DATASETS.get(dataset.get('type'))
     except Exception:  # noqa: BLE001 - a type mmengine cannot resolve here is not ours to judge
         return None
-    meta = getattr(dataset_type, 'METAINFO', None) or {}
-    return tuple(meta['classes']) if 'classes' in meta else None
+    # Only COCO-style types, whose classes mmdet's NumClassCheckHook holds the heads to.
+    if not (isinstance(dataset_type, type) and issubclass(dataset_type, CocoDataset)):
+        return None
+    classes = (getattr(dataset_type, 'METAINFO', None) or {}).get('classes')
+    return tuple(classes) if classes is not None else None
+
+
+def labelling_datasets(dataset: Any) -> Iterator[dict]:
+    """The datasets whose classes name a wrapper's labels: through ``dataset`` wrappers, and
+    only the first of ``ConcatDataset``'s ``datasets`` (whose ``metainfo`` it takes)."""
+    if not isinstance(dataset, dict):
+        return
+    if dataset.get('datasets'):
+        yield from labelling_datasets(dataset['datasets'][0])
+    elif isinstance(dataset.get('dataset'), dict):
+        yield from labelling_datasets(dataset['dataset'])
+    elif dataset.get('ann_file') or dataset.get('metainfo'):
+        yield dataset
 
 
 def check_num_classes(cfg: Config) -> None:
@@ -241,9 +261,7 @@ def check_num_classes(cfg: Config) -> None:
     counts = dict(heads)
     for split in ('train', 'val', 'test'):
         loader = cfg.get(f'{split}_dataloader')
-        for dataset in dataset_cfgs(loader.get('dataset') if loader else None):
-            if 'ann_file' not in dataset:
-                continue  # a wrapper: its inner datasets are checked
+        for dataset in labelling_datasets(loader.get('dataset') if loader else None):
             classes = dataset_classes(dataset)
             if classes is not None:
                 shown = classes if len(classes) <= 6 \
@@ -260,38 +278,66 @@ def join_data_root(data_root: Optional[str], path: str) -> str:
     return osp.join(data_root, path) if data_root and not osp.isabs(path) else path
 
 
-def evaluator_mismatches(cfg: Config, split: str) -> List[str]:
-    """Evaluator annotation files that are missing or not those of the split's datasets.
+def evaluator_mismatches(cfg: Config, split: str) -> Tuple[List[str], List[str]]:
+    """Evaluator annotation files that are missing or do not hold the split's images.
 
-    ``MaskScoringCocoMetric`` would stop at the first image its file lacks, which in training
-    is after the first epoch; checked before that, this names the fields.
+    ``MaskScoringCocoMetric`` stops at the first image its file lacks (or names by another
+    file name), which in training is after the first epoch. A file at another path is compared
+    by its images (ids and file names), so a copy passes; a file with more images is only a
+    warning (COCO AP counts their ground truth as missed).
 
     Args:
         cfg (Config): The config (after ``--data-root``, which rewrites both).
         split (str): ``'val'`` or ``'test'``.
 
     Returns:
-        list[str]: One message per evaluator ``ann_file`` that is missing or differs.
+        tuple: (errors, warnings), one message per evaluator ``ann_file`` at fault.
     """
     loader = cfg.get(f'{split}_dataloader')
     evaluator = cfg.get(f'{split}_evaluator')
     if not loader or not evaluator:
-        return []
+        return [], []
     ann_files = [join_data_root(d.get('data_root'), d['ann_file'])
                  for d in dataset_cfgs(loader.get('dataset')) if d.get('ann_file')]
-    real = {osp.realpath(path) for path in ann_files}
-    problems = []
+    errors: List[str] = []
+    warnings: List[str] = []
     for metric in evaluator if isinstance(evaluator, list) else [evaluator]:
         ann_file = metric.get('ann_file') if isinstance(metric, dict) else None
         if not ann_file or not ann_files or '://' in str(ann_file):
             continue
+        field = f'{split}_evaluator.ann_file {ann_file}'
         if not osp.isfile(ann_file):
-            problems.append(f'{split}_evaluator.ann_file {ann_file} does not exist')
-        elif osp.realpath(ann_file) not in real:
-            problems.append(f'{split}_evaluator.ann_file {ann_file} is not the annotation file '
-                            f'of {split}_dataloader.dataset ({", ".join(ann_files)}): the '
-                            f'evaluation would stop at the first image that file lacks')
-    return problems
+            errors.append(f'{field} does not exist')
+            continue
+        if osp.realpath(ann_file) in {osp.realpath(path) for path in ann_files}:
+            continue
+        theirs = _image_names(ann_file)
+        ours = {}
+        for path in ann_files:
+            ours.update(_image_names(path) if osp.isfile(path) else {})
+        lacking = [(i, name) for i, name in ours.items()
+                   if osp.basename(str(theirs.get(i))) != osp.basename(str(name))]
+        if lacking:
+            errors.append(f'{field} lacks {len(lacking)} of the {len(ours)} images of '
+                          f'{split}_dataloader.dataset ({", ".join(ann_files)}) or names them '
+                          f'otherwise (e.g. id {lacking[0][0]!r}, {lacking[0][1]!r}): the '
+                          f'evaluation would stop at the first of them')
+        elif len(theirs) > len(ours):
+            warnings.append(f'{field} has {len(theirs) - len(ours)} images more than '
+                            f'{split}_dataloader.dataset: COCO AP counts their ground truth '
+                            f'as missed')
+    return errors, warnings
+
+
+def _image_names(ann_file: str) -> dict:
+    """``{image id: file_name}`` of a COCO annotation file (empty if it is not one)."""
+    import json
+    try:
+        with open(ann_file, encoding='utf-8') as f:
+            images = json.load(f).get('images', [])
+    except (OSError, ValueError, AttributeError):
+        return {}
+    return {img.get('id'): img.get('file_name') for img in images if isinstance(img, dict)}
 
 
 def shorten_training(cfg: Config, max_iters: int) -> None:
@@ -313,12 +359,19 @@ def shorten_training(cfg: Config, max_iters: int) -> None:
     cfg.train_cfg = dict(type='IterBasedTrainLoop', max_iters=max_iters, val_interval=max_iters)
     cfg.default_hooks.checkpoint.update(by_epoch=False, interval=max_iters)
     cfg.log_processor = dict(cfg.get('log_processor', {}), by_epoch=False)
-    for scheduler in cfg.param_scheduler:
+    schedulers = cfg.get('param_scheduler') or []
+    if isinstance(schedulers, dict):
+        schedulers = cfg.param_scheduler = [schedulers]
+    for scheduler in schedulers:
         if scheduler.get('type') == 'MultiStepLR':
             scheduler.update(by_epoch=False, begin=0, end=max_iters,
                              milestones=[max(1, int(max_iters * 0.8))])
         elif not scheduler.get('by_epoch', True):  # an iteration warm-up
             scheduler.end = min(scheduler.get('end', max_iters), max(1, max_iters // 5))
+        else:  # another epoch-based schedule: over the whole run, in iterations
+            scheduler.update(by_epoch=False, begin=0, end=max_iters)
+            if 'T_max' in scheduler:
+                scheduler.T_max = max_iters
 
 
 class MissingDependencyError(ImportError):
