@@ -118,11 +118,17 @@ def sample_of(img_id, img_path=None):
     return sample
 
 
+def balloon_metric(path):
+    """A box metric on ``path`` for a dataset of the class 'balloon'."""
+    metric = MaskScoringCocoMetric(ann_file=path, metric='bbox')
+    metric.dataset_meta = dict(classes=('balloon', ))
+    return metric
+
+
 def test_an_image_the_evaluator_file_lacks_stops_at_the_first_batch(tmp_path):
     """An evaluator left on another dataset's file: pycocotools would fail after the run."""
     path = write_coco(tmp_path / 'other.json')
-    metric = MaskScoringCocoMetric(ann_file=path, metric='bbox')
-    metric.dataset_meta = dict(classes=('balloon', ))
+    metric = balloon_metric(path)
     with pytest.raises(ValueError, match=rf"{path}: no image has id 7, the dataset's image "
                                          r"data/mine/x\.jpg: the evaluator's ann_file must be"):
         metric.process({}, [sample_of(7, 'data/mine/x.jpg')])
@@ -132,8 +138,7 @@ def test_an_image_the_evaluator_file_lacks_stops_at_the_first_batch(tmp_path):
 def test_an_image_of_the_same_id_but_another_file_stops(tmp_path):
     """Overlapping ids: mmdet would report the AP of the file's images, silently."""
     path = write_coco(tmp_path / 'other.json')
-    metric = MaskScoringCocoMetric(ann_file=path, metric='bbox')
-    metric.dataset_meta = dict(classes=('balloon', ))
+    metric = balloon_metric(path)
     with pytest.raises(ValueError, match=rf"{path}: image id 1 is '1.jpg' there but "
                                          r"data/mine/img_1\.jpg in the dataset"):
         metric.process({}, [sample_of(1, 'data/mine/img_1.jpg')])
@@ -147,8 +152,7 @@ def test_results_covering_part_of_the_file_warn(tmp_path, monkeypatch):
     messages = []
     monkeypatch.setattr(coco_metric, 'print_log', lambda msg, **kw: messages.append(msg))
     path = write_coco(tmp_path / 'val.json')
-    metric = MaskScoringCocoMetric(ann_file=path, metric='bbox')
-    metric.dataset_meta = dict(classes=('balloon', ))
+    metric = balloon_metric(path)
     metric.process({}, [sample_of(1, 'imgs/1.jpg')])
     metric.compute_metrics(metric.results)
     assert any(m.startswith(f'{path}: the results cover 1 of its 2 images; COCO AP counts '
