@@ -48,17 +48,16 @@ CUDA_TORCH=0
 GPU_VISIBLE=0
 "$PY" -c "import torch, sys; sys.exit(0 if torch.cuda.is_available() else 1)" 2>/dev/null \
   && GPU_VISIBLE=1
-WANT_CUDA=0
-if [ "$GPU_VISIBLE" = 1 ] || [ "${FORCE_CUDA:-0}" = 1 ] || [ -n "${TORCH_CUDA_ARCH_LIST:-}" ]; then
-  WANT_CUDA=1
-fi
-if [ "$CUDA_TORCH" = 1 ] && command -v nvcc >/dev/null && [ "$WANT_CUDA" = 0 ]; then
-  log "a CUDA torch and nvcc but no visible GPU: CPU ops only (FORCE_CUDA=1 or" \
-    "TORCH_CUDA_ARCH_LIST=... builds the CUDA ops too, e.g. on a build host)"
-fi
 OPS=cpu
-if [ "$CUDA_TORCH" = 1 ] && command -v nvcc >/dev/null && [ "$WANT_CUDA" = 1 ]; then
-  OPS=cuda
+if [ "$CUDA_TORCH" = 1 ] && command -v nvcc >/dev/null; then
+  if [ "$GPU_VISIBLE" = 1 ] || [ "${FORCE_CUDA:-0}" = 1 ] || [ -n "${TORCH_CUDA_ARCH_LIST:-}" ]; then
+    OPS=cuda
+  else
+    log "a CUDA torch and nvcc but no visible GPU: CPU ops only (FORCE_CUDA=1 or" \
+      "TORCH_CUDA_ARCH_LIST=... builds the CUDA ops too, e.g. on a build host)"
+  fi
+fi
+if [ "$OPS" = cuda ]; then
   export FORCE_CUDA=1
   # torch takes the toolkit to be the parent of nvcc's folder, which is wrong when nvcc on the
   # PATH is a wrapper (e.g. /usr/local/bin/nvcc): ask nvcc where its toolkit is instead.

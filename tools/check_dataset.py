@@ -40,7 +40,7 @@ from typing import Any, Dict, List, NamedTuple, Optional, Sequence, Tuple
 from mmcv.image.io import imread_flags
 
 from ms_rcnn.datasets.coco_checks import (ERROR, WARNING, DatasetInputError, Problem,
-                                          check_coco, class_mismatch, left_out_categories,
+                                          check_coco, class_mismatch, left_out_warning,
                                           load_annotation_file)
 from ms_rcnn.utils.config import (ConfigError, dataset_cfgs, dataset_classes,
                                   evaluator_mismatches, join_data_root, load_config)
@@ -148,11 +148,8 @@ def class_problems(source: Source, ann: Any) -> Tuple[List[str], List[str]]:
     if problem is not None:
         return [problem], []
     annotations = ann.get('annotations') if isinstance(ann.get('annotations'), list) else []
-    left_out, count = left_out_categories(source.classes, categories, annotations)
-    if left_out:
-        return [], [f'categories {left_out} are not metainfo classes, so their {count} '
-                    f'annotation(s) are left out (the classes are {list(source.classes)})']
-    return [], []
+    warning = left_out_warning(source.classes, categories, annotations)
+    return [], [warning] if warning is not None else []
 
 
 def summarize(problems: Sequence[Problem]) -> Dict[str, Dict[str, int]]:

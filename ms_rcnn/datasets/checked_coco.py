@@ -25,7 +25,7 @@ from mmengine.logging import print_log
 from ..registry import DATASETS
 from .bad_data_policy import (CLIP_BOX, DROP_INSTANCE, DROP_PARTS, FILL_AREA, FILL_ISCROWD,
                               KEEP, BadDatasetError, CleanReport, clean_coco, format_problems)
-from .coco_checks import class_mismatch, left_out_categories, load_annotation_file, size_mismatch
+from .coco_checks import class_mismatch, left_out_warning, load_annotation_file, size_mismatch
 
 _WARNED_ACTIONS = {
     DROP_INSTANCE: 'instances dropped',
@@ -198,11 +198,9 @@ class CheckedCocoDataset(CocoDataset):
         problem = class_mismatch(classes, categories)
         if problem is not None:
             raise BadDatasetError(f'{self.ann_file}: {problem}')
-        left_out, count = left_out_categories(classes, categories, annotations)
-        if left_out:
-            print_log(f'{self.ann_file}: categories {left_out} are not metainfo classes, so '
-                      f'their {count} annotation(s) are left out (the classes are {classes})',
-                      logger='current', level=logging.WARNING)
+        warning = left_out_warning(classes, categories, annotations)
+        if warning is not None:
+            print_log(f'{self.ann_file}: {warning}', logger='current', level=logging.WARNING)
 
     def _log_actions(self, report: CleanReport) -> None:
         for action, verb in _WARNED_ACTIONS.items():

@@ -307,18 +307,41 @@ def class_mismatch(classes: Sequence[str], categories: List[dict]) -> Optional[s
     return None
 
 
-def left_out_categories(classes: Sequence[str], categories: List[dict],
-                        annotations: List[dict]) -> Tuple[List[str], int]:
-    """The file's categories that no class names, and how many annotations they have.
+def left_out_warning(classes: Sequence[str], categories: List[dict],
+                     annotations: List[dict]) -> Optional[str]:
+    """What is dropped with the file's categories that no class names, or None.
+
+    Args:
+        classes (Sequence[str]): The dataset's class names.
+        categories (list[dict]): The file's ``categories``.
+        annotations (list[dict]): The file's ``annotations``.
 
     Returns:
-        tuple: (sorted category names, number of their annotations).
+        str | None: The warning (without the file's name): the categories left out and the
+        number of their annotations.
     """
     left_out = {cat.get('id'): cat.get('name') for cat in categories
                 if cat.get('name') not in classes}
+    if not left_out:
+        return None
     count = sum(1 for ann in annotations
                 if isinstance(ann, dict) and ann.get('category_id') in left_out)
-    return sorted(map(str, left_out.values())), count
+    return (f'categories {sorted(map(str, left_out.values()))} are not metainfo classes, so '
+            f'their {count} annotation(s) are left out (the classes are {list(classes)})')
+
+
+def same_file(path: str, file_name: str) -> bool:
+    """Whether a dataset's image path and an annotation file's ``file_name`` name one file.
+
+    Compared by base name: ``data_prefix`` and datasets that rewrite directories (or names with
+    ``..``) change the rest, while another dataset's file of the same id almost always has
+    another name.
+
+    Args:
+        path (str): An image's path in the dataset (``data_prefix`` joined to ``file_name``).
+        file_name (str): The ``file_name`` of an image entry.
+    """
+    return osp.basename(path.replace('\\', '/')) == osp.basename(file_name.replace('\\', '/'))
 
 
 # ----------------------------------------------------------------------------- images

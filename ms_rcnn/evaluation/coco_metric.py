@@ -1,13 +1,13 @@
 """COCO metric that evaluates boxes and masks by their own scores."""
 import logging
 import numbers
-import os.path as osp
 from typing import Dict, List, Optional, Sequence
 
 from mmdet.evaluation import CocoMetric
 from mmengine.logging import print_log
 
 from ..datasets.bad_data_policy import BadDatasetError
+from ..datasets.coco_checks import same_file
 from ..registry import METRICS
 from ..utils.config import ConfigError
 
@@ -182,16 +182,3 @@ def annotations_lacking(annotations: List[dict], fields: Sequence[str]) -> Dict[
                 lacking.setdefault(field, []).append(ann.get('id'))
     return lacking
 
-
-def same_file(path: str, file_name: str) -> bool:
-    """Whether a dataset's image path and an annotation file's ``file_name`` name one file.
-
-    Compared by base name: ``data_prefix`` and datasets that rewrite directories (or names with
-    ``..``) change the rest, while another dataset's file of the same id almost always has
-    another name.
-
-    Args:
-        path (str): An image's path in the dataset (``data_prefix`` joined to ``file_name``).
-        file_name (str): The ``file_name`` of an image entry.
-    """
-    return osp.basename(path.replace('\\', '/')) == osp.basename(file_name.replace('\\', '/'))

@@ -255,10 +255,9 @@ def check_num_classes(cfg: Config) -> None:
             number of classes.
     """
     roi_head = (cfg.get('model') or {}).get('roi_head') or {}
-    heads = {f'model.roi_head.{name}.num_classes': roi_head[name]['num_classes']
-             for name in CLASS_HEADS
-             if isinstance(roi_head.get(name), dict) and 'num_classes' in roi_head[name]}
-    counts = dict(heads)
+    counts = {f'model.roi_head.{name}.num_classes': roi_head[name]['num_classes']
+              for name in CLASS_HEADS
+              if isinstance(roi_head.get(name), dict) and 'num_classes' in roi_head[name]}
     for split in ('train', 'val', 'test'):
         loader = cfg.get(f'{split}_dataloader')
         for dataset in labelling_datasets(loader.get('dataset') if loader else None):
@@ -293,6 +292,7 @@ def evaluator_mismatches(cfg: Config, split: str) -> Tuple[List[str], List[str]]
     Returns:
         tuple: (errors, warnings), one message per evaluator ``ann_file`` at fault.
     """
+    from ..datasets.coco_checks import same_file
     loader = cfg.get(f'{split}_dataloader')
     evaluator = cfg.get(f'{split}_evaluator')
     if not loader or not evaluator:
@@ -316,7 +316,7 @@ def evaluator_mismatches(cfg: Config, split: str) -> Tuple[List[str], List[str]]
         for path in ann_files:
             ours.update(_image_names(path) if osp.isfile(path) else {})
         lacking = [(i, name) for i, name in ours.items()
-                   if osp.basename(str(theirs.get(i))) != osp.basename(str(name))]
+                   if not same_file(str(theirs.get(i)), str(name))]
         if lacking:
             errors.append(f'{field} lacks {len(lacking)} of the {len(ours)} images of '
                           f'{split}_dataloader.dataset ({", ".join(ann_files)}) or names them '
@@ -331,13 +331,13 @@ def evaluator_mismatches(cfg: Config, split: str) -> Tuple[List[str], List[str]]
 
 def _image_names(ann_file: str) -> dict:
     """``{image id: file_name}`` of a COCO annotation file (empty if it is not one)."""
-    import json
+    from ..datasets.coco_checks import DatasetInputError, load_annotation_file
     try:
-        with open(ann_file, encoding='utf-8') as f:
-            images = json.load(f).get('images', [])
-    except (OSError, ValueError, AttributeError):
+        data = load_annotation_file(ann_file)
+    except DatasetInputError:
         return {}
-    return {img.get('id'): img.get('file_name') for img in images if isinstance(img, dict)}
+    images = data.get('images') if isinstance(data, dict) else None
+    return {img.get('id'): img.get('file_name') for img in images or [] if isinstance(img, dict)}
 
 
 def shorten_training(cfg: Config, max_iters: int) -> None:
