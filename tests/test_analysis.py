@@ -187,6 +187,31 @@ def test_format_report_lists_every_row():
         assert name in text
 
 
+def test_format_report_puts_each_value_in_its_column():
+    """Every number distinct, so a swapped column or row shows."""
+    report = dict(
+        num_detections=12,
+        correlation=dict(classification_score=dict(pearson=0.111, spearman=0.222),
+                         mask_score=dict(pearson=-0.333, spearman=0.444)),
+        mask_iou_mae=0.0555,
+        matched=dict(min_box_iou=0.5, num_detections=7,
+                     correlation=dict(mask_score=dict(pearson=0.666, spearman=0.777)),
+                     mask_iou_mae=0.0888),
+        segm_ap=dict(by_mask_score=dict(AP=12.345, AP50=67.891, AP75=0.5)))
+    assert A.format_report(report).splitlines() == [
+        'detections: 12',
+        'correlation with the true IoU:',
+        '  classification_score   Pearson   0.111  Spearman   0.222',
+        '  mask_score             Pearson  -0.333  Spearman   0.444',
+        'MaskIoU mean absolute error: 0.056',
+        'matched detections (box IoU >= 0.5): 7',
+        '  mask_score             Pearson   0.666  Spearman   0.777',
+        '  MaskIoU mean absolute error: 0.089',
+        'segm AP with masks ranked',
+        '  by_mask_score                        AP  12.35  AP50  67.89  AP75   0.50',
+    ]
+
+
 def test_best_box_ious_by_class():
     from ms_rcnn.analysis import best_box_ious
     det = np.array([[0, 0, 10, 10], [0, 0, 10, 10], [20, 20, 30, 30]], float)
@@ -240,3 +265,96 @@ def test_pasted_ious_by_hand():
     assert out['mean_abs_diff'] == pytest.approx(0.1)
     assert out['mean_signed_diff'] == pytest.approx(0.1 / 3)
     assert out['pearson'] > 0.9
+
+
+class StubDetector:
+    """Stands in for a trained detector: predicts each ground-truth mask of the image (class
+    and mask exact), plus, where the image lacks a class, one detection of that class."""
+
+    def __init__(self, coco, cat_ids, with_mask_iou=True):
+        self.coco, self.cat_ids, self.with_mask_iou = coco, list(cat_ids), with_mask_iou
+        self.expected = []  # (image_id, category_id, bbox_score, mask_iou, true_iou)
+
+    def test_step(self, data):
+        import torch
+        from mmdet.structures import DetDataSample
+        from mmengine.structures import InstanceData
+        samples = []
+        for meta in data['data_samples']:
+            anns = self.coco.loadAnns(self.coco.getAnnIds(imgIds=[meta.img_id]))
+            masks = [self.coco.annToMask(a) for a in anns]
+            cats = [a['category_id'] for a in anns]
+            for cat in self.cat_ids:
+                if cat not in cats:  # a false positive: no instance of its class here
+                    masks.append(masks[0])
+                    cats.append(cat)
+            num = len(masks)
+            bbox_scores = torch.linspace(0.9, 0.5, num)
+            mask_ious = torch.linspace(0.2, 0.8, num)
+            pred = InstanceData(
+                masks=torch.from_numpy(np.stack(masks)).bool(),
+                labels=torch.tensor([self.cat_ids.index(c) for c in cats]),
+                bboxes=torch.zeros(num, 4))
+            if self.with_mask_iou:
+                pred.bbox_scores, pred.mask_ious = bbox_scores, mask_ious
+                pred.scores = bbox_scores * mask_ious
+            else:
+                pred.scores = bbox_scores
+            for i, cat in enumerate(cats):
+                self.expected.append((meta.img_id, cat, float(bbox_scores[i]),
+                                      float(mask_ious[i]), 1.0 if i < len(anns) else 0.0))
+            sample = DetDataSample(metainfo=meta.metainfo)
+            sample.pred_instances = pred
+            samples.append(sample)
+        return samples
+
+
+@pytest.mark.parametrize('with_mask_iou', [True, False])
+def test_predict_records_maps_labels_scores_and_true_iou(toy_root, tmp_path, monkeypatch,
+                                                         with_mask_iou):
+    """Labels become the file's category ids (here non-contiguous, 7 and 3), the classification
+    and mask scores land in their fields, and the true IoU is computed against the image's GT."""
+    import json
+    import os.path as osp
+
+    from ms_rcnn import apis
+    from ms_rcnn.testing import make_toy_coco
+    from ms_rcnn.utils.config import load_config
+
+    from .conftest import TOY_CONFIG
+    root = str(tmp_path)
+    val = make_toy_coco(root, splits=('val', ))['val']
+    with open(val) as f:
+        data = json.load(f)
+    new_id = {1: 7, 2: 3}  # 'disc' -> 7, 'star' -> 3, the file's category order kept
+    for cat in data['categories']:
+        cat['id'] = new_id[cat['id']]
+    for ann in data['annotations']:
+        ann['category_id'] = new_id[ann['category_id']]
+    with open(val, 'w') as f:
+        json.dump(data, f)
+    cfg = load_config(TOY_CONFIG, data_root=root)
+    coco = COCO(val)
+    stub = StubDetector(coco, [7, 3], with_mask_iou)
+    monkeypatch.setattr(apis, 'init_detector', lambda cfg, ckpt, device: stub)
+    monkeypatch.setattr(apis, 'check_checkpoint_fits', lambda *args: None)
+
+    _, records, rles, kept = apis.predict_records(cfg, 'unused.pth', progress=False)
+
+    got = list(zip(records['image_id'].tolist(), records['category_id'].tolist(),
+                   records['bbox_score'].tolist(), records['mask_iou'].tolist(),
+                   records['true_iou'].tolist()))
+    assert len(got) == len(stub.expected) == len(rles) > len(data['annotations'])
+    for row, want in zip(got, stub.expected):
+        image_id, cat, bbox_score, mask_iou, true_iou = want
+        assert row[:2] == (image_id, cat)
+        assert row[2] == pytest.approx(bbox_score)
+        if with_mask_iou:
+            assert row[3] == pytest.approx(mask_iou)
+        else:
+            assert math.isnan(row[3])
+        assert row[4] == pytest.approx(true_iou)
+    mask_score = records['bbox_score'] * (records['mask_iou'] if with_mask_iou else 1.0)
+    np.testing.assert_allclose(records['mask_score'], mask_score, rtol=1e-6)
+    assert [s.img_id for s in kept] == [1, 2, 3, 4]
+    assert osp.basename(cfg.test_dataloader.dataset.ann_file) == 'instances_val.json'

@@ -60,7 +60,13 @@ def test_test_tool_evaluates_and_dumps_predictions(trained, toy_root, tmp_path):
     with open(out_file, 'rb') as f:
         preds = pickle.load(f)
     assert len(preds) == 4
-    assert {'bbox_scores', 'mask_ious', 'scores'} <= set(preds[0]['pred_instances'])
+    assert sorted(p['img_id'] for p in preds) == [1, 2, 3, 4]
+    for pred in preds:
+        inst = pred['pred_instances']
+        assert {'bbox_scores', 'mask_ious', 'scores', 'masks'} <= set(inst)
+        # The dumped score is the mask score: classification score x predicted MaskIoU.
+        torch.testing.assert_close(inst['scores'], inst['bbox_scores'] * inst['mask_ious'])
+        assert bool(((inst['mask_ious'] >= 0) & (inst['mask_ious'] <= 1)).all())
 
 
 @pytest.fixture
@@ -264,7 +270,8 @@ def test_non_editable_install_serves_mim_and_config_inheritance(trained, toy_roo
         installed / 'tools' / 'demo.py')], cwd=str(tmp_path), env=env).strip().splitlines()[-1]
     assert demo_config == str(installed / 'configs' / 'small_data' /
                               'ms-rcnn_r18_fpn_nuclei-demo.py')
-    assert str(installed / 'tools' / 'train.py') in out or osp.isfile(work / 'epoch_1.pth')
+    # mim ran the installed copy of tools/train.py (it prints the command), not this checkout's.
+    assert str(installed / 'tools' / 'train.py') in out
     assert osp.isfile(work / 'epoch_1.pth')
     out = run([MIM, 'test', 'ms_rcnn', TOY_CONFIG, '--checkpoint', str(work / 'epoch_1.pth'),
                '--work-dir', str(work), '--data-root', toy_root], cwd=str(tmp_path), env=env)
@@ -291,7 +298,11 @@ def test_mask_iou_target_check_tool(trained, toy_root, tmp_path):
     with open(tmp_path / 'check.json') as f:
         report = json.load(f)
     assert report['all']['num_rois'] > 0  # the GT boxes are always positives
-    assert 0.0 <= report['all']['mean_abs_diff'] <= 1.0
+    # The training targets are the IoU of each binarised mask with its GT instance, the same
+    # quantity the tool measures independently by pasting the mask into the image; they agree
+    # up to resampling (about 0.98 and 0.06 on this data; unrelated values give about 0 / 0.3).
+    assert report['all']['pearson'] > 0.9
+    assert report['all']['mean_abs_diff'] < 0.15
     assert report['target_above_0']['num_rois'] <= report['all']['num_rois']
     assert 'mean |target - pasted IoU|' in out
 
