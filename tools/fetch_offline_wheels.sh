@@ -6,11 +6,23 @@
 # which gpu_checks.sh builds there against that torch.
 #
 # Usage: tools/fetch_offline_wheels.sh [DEST]    (default: .whl, ignored by git)
-# Environment: PY_VERSION (target Python, default 3.12), PYTHON (runs pip, default python3)
+# Environment: PY_VERSION (target Python, default 3.12), PYTHON (runs pip, default the
+# project's .venv/bin/python if there is one, else python3; it needs setuptools < 80 and wheel,
+# which the project's set-up installs, to read mmcv's source distribution)
 set -euo pipefail
 
 DEST="${1:-.whl}"
-PYTHON="${PYTHON:-python3}"
+if [ -z "${PYTHON:-}" ]; then
+  PYTHON=python3
+  [ -x .venv/bin/python ] && PYTHON=.venv/bin/python
+fi
+# pip reads an sdist's metadata by running its setup.py. mmcv 2.1's imports pkg_resources,
+# which PyPI's newest setuptools (what an isolated build would use) no longer has.
+if ! "$PYTHON" -c 'import pkg_resources, wheel' 2>/dev/null; then
+  echo "$PYTHON needs setuptools < 80 and wheel to read mmcv's source distribution:" \
+    "$PYTHON -m pip install 'setuptools<80' wheel (or set PYTHON)" >&2
+  exit 1
+fi
 PY_VERSION="${PY_VERSION:-3.12}"
 mkdir -p "$DEST"
 # Start clean (two versions of a package would stop the install there); a saved mmcv build
@@ -27,7 +39,7 @@ WHEELS=(mmengine==0.10.7 mmdet==3.3.0 pycocotools==2.0.11 shapely==2.1.2 termina
         addict==2.4.0 termcolor==3.1.0 yapf==0.43.0 platformdirs==4.3.8 setuptools==79.0.1)
 "${PIP[@]}" --only-binary=:all: --python-version "$PY_VERSION" --implementation cp \
   "${PLATFORMS[@]}" "${WHEELS[@]}"
-"${PIP[@]}" --no-binary :all: mmcv==2.1.0
+"${PIP[@]}" --no-binary :all: --no-build-isolation mmcv==2.1.0
 for spec in "${WHEELS[@]}"; do
   name="${spec%%==*}"
   found=$(find "$DEST" -maxdepth 1 -iname "${name}-${spec##*==}-*.whl" | wc -l)
