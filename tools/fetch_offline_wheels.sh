@@ -2,13 +2,13 @@
 # Download what tools/gpu_checks.sh installs on a machine that cannot reach a package index
 # but already has Python, a CUDA torch and nvcc (such as the lent GPU machines): wheels of
 # mmengine, mmdet and pycocotools and of their small dependencies for that machine's Python,
-# setuptools < 80 (mmcv's setup.py imports pkg_resources), and mmcv's source distribution,
-# which gpu_checks.sh builds there against that torch.
+# setuptools < 80 (mmcv's setup.py imports pkg_resources, removed in setuptools 82), and mmcv's
+# source distribution, which gpu_checks.sh builds there against that torch.
 #
 # Usage: tools/fetch_offline_wheels.sh [DEST]    (default: .whl, ignored by git)
 # Environment: PY_VERSION (target Python, default 3.12), PYTHON (runs pip, default the
-# project's .venv/bin/python if there is one, else python3; it needs setuptools < 80 and wheel,
-# which the project's set-up installs, to read mmcv's source distribution)
+# project's .venv/bin/python if there is one, else python3; to read mmcv's source distribution
+# it needs setuptools < 80 and wheel, which the project's set-up installs)
 set -euo pipefail
 
 DEST="${1:-.whl}"

@@ -16,8 +16,9 @@
 # and the next one still runs; one that no longer fits is recorded as SKIPPED. The exit status
 # is that of the first failed or skipped step. Everything goes to $OUT: log.txt (all output,
 # appended), summary.txt (one line per step: status, seconds), targets.json, inference.json,
-# train_step.json, head.json, amp_train.log, and after a build mmcv-built-<python>-<torch>.tar.gz
-# (the stripped build, a few MB: copied into $WHEELS, a later run unpacks it in seconds).
+# train_step.json, head.json, amp_train.log, and after a build
+# mmcv-built-<python>-<torch>[-ops_<CUDA_OPS>].tar.gz (the stripped build, a few MB: copied into
+# $WHEELS, a later run unpacks it in seconds).
 #
 # The lent GPU machines (Python 3.12, a CUDA torch and nvcc, no package index) allow 10 minutes
 # per command, stay warm only 30 s after one, and a session gets 15 minutes of device time in
@@ -30,7 +31,9 @@
 # /tmp/ms_rcnn_site), PYTHON (default python3), DEVICE (default cuda; `cpu` rehearses the
 # script with tiny sizes), AMP_ITERS (default 300; 32 with DEVICE=cpu), DEADLINE (seconds
 # after the start by which every step must end, default 570), SETUP_LIMIT (seconds, default
-# 360, for 16 cores; building the CPU ops on 2 cores takes about 400).
+# 360, for 16 cores; building the CPU ops on 2 cores takes about 400), CUDA_OPS (the mmcv ops
+# whose CUDA kernels are built, default "nms roi_align", what MS R-CNN runs: all 58 kernels
+# take about an hour of CPU time, one of them 5 minutes alone; empty: all of them).
 set -uo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -42,6 +45,8 @@ PYTHON="${PYTHON:-python3}"
 DEVICE="${DEVICE:-cuda}"
 if [ "$DEVICE" = cpu ]; then AMP_ITERS="${AMP_ITERS:-32}"; else AMP_ITERS="${AMP_ITERS:-300}"; fi
 DEADLINE="${DEADLINE:-570}"
+# CUDA kernels of these mmcv ops only (all that MS R-CNN runs); set it empty for all of them.
+CUDA_OPS="${CUDA_OPS-nms roi_align}"
 START_TS=$(date +%s)
 ALL=(cuda_tests targets inference train_step amp_training head)
 STEPS=("$@")
@@ -132,13 +137,18 @@ setup() {
     || { echo "a wheel is missing from $WHEELS: run tools/fetch_offline_wheels.sh again"; return 1; }
   local tag built
   tag="$(built_tag)"
+  # A build with the CUDA kernels of some ops only is named after them (sorted).
+  if [ "$DEVICE" != cpu ] && [ -n "${CUDA_OPS// /}" ]; then
+    tag="$tag-ops_$(printf '%s\n' $CUDA_OPS | sort | paste -sd_)"
+  fi
   built="$WHEELS/mmcv-built-$tag.tar.gz"
   if [ -f "$built" ]; then
     echo "unpacking $built (built by an earlier run)"
     tar xzf "$built" -C "$SITE" || return 1
   else
     BUILD_VERBOSE=1 PIP_INSTALL_ARGS="--no-index --no-deps --upgrade --target $SITE" \
-      bash tools/build_mmcv.sh "$PYTHON" "$WHEELS/mmcv-2.1.0.tar.gz" || return 1
+      CUDA_OPS="$CUDA_OPS" bash tools/build_mmcv.sh "$PYTHON" "$WHEELS/mmcv-2.1.0.tar.gz" \
+      || return 1
     # Keep the build for a later call on a fresh machine (carry it back in $WHEELS).
     command -v strip >/dev/null && strip --strip-debug "$SITE"/mmcv/_ext*.so
     (cd "$SITE" && tar czf "$OUT/mmcv-built-$tag.tar.gz" mmcv mmcv-*.dist-info) \
@@ -197,7 +207,7 @@ amp_training() {
 }
 
 export -f built_tag check_mmcv_ops setup environment amp_training
-export ROOT OUT WHEELS SITE PYTHON DEVICE AMP_ITERS
+export ROOT OUT WHEELS SITE PYTHON DEVICE AMP_ITERS CUDA_OPS
 
 if [ "$DEVICE" = cpu ]; then
   SMALL=(--small --repeats 1 --warmup 0)

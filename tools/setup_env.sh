@@ -47,8 +47,8 @@ fi
 "$PY" "$ROOT/tools/check_torch.py" "$ROOT/requirements.txt"
 
 # mmcv 2.1 has no wheel on PyPI: build it from source with its compiled ops (CUDA ops too when
-# torch has CUDA and nvcc is found). Its setup.py imports pkg_resources (gone in setuptools 80),
-# so build without isolation.
+# torch has CUDA and nvcc is found). Its setup.py imports pkg_resources (removed in setuptools
+# 82), so build without isolation.
 "${PIP[@]}" -q "setuptools>=64,<80" wheel ninja
 if "$PY" -c "import mmcv.ops, mmcv; assert mmcv.__version__ == '2.1.0'" 2>/dev/null; then
   log "reusing mmcv with ops"
