@@ -142,14 +142,18 @@ def test_test_tool_names_a_missing_checkpoint(toy_root, tmp_path):
     ([TOY_CONFIG, '--resume', '/nowhere/none.pth'],
      '--resume: checkpoint /nowhere/none.pth does not exist'),
     ([TOY_CONFIG, '--cfg-options', 'data_root=/tmp/'], 'error: cannot read annotation file '),
+    ([TOY_CONFIG, '--cfg-options', 'data_root=/tmp/',
+      'model.roi_head.mask_iou_head.type=ms_rcnn.MaskIoUHeadd'],
+     "error: the config's type='ms_rcnn.MaskIoUHeadd' is not a registered model type "
+     "(default scope 'mmdet'); did you mean 'ms_rcnn.MaskIoUHead'"),
 ])
 def test_train_input_errors_are_one_line_before_anything_is_written(args, message, tmp_path):
     proc = subprocess.run([PY, 'tools/train.py', *args, '--work-dir', str(tmp_path / 'wd')],
                           cwd=REPO_ROOT, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 1, proc.stderr
     assert message in proc.stderr and 'Traceback' not in proc.stderr, proc.stderr
-    if 'annotation file' not in message:  # the runner (log directory) is built before the data
-        assert not osp.exists(tmp_path / 'wd')
+    if 'annotation file' not in message and 'type=' not in message:
+        assert not osp.exists(tmp_path / 'wd')  # the runner (log directory) comes later
 
 
 def test_relative_annotation_paths_name_the_directory_they_are_read_from(tmp_path,
@@ -188,6 +192,50 @@ def test_run_tool_turns_only_input_errors_into_one_line(monkeypatch):
     monkeypatch.setenv(TRACEBACK_ENV, '1')
     with pytest.raises(FileNotFoundError):
         run_tool(failing(FileNotFoundError('config a.py does not exist')))
+
+
+@pytest.mark.parametrize('written, suggested', [
+    ('MaskIoUHeadd', "did you mean 'MaskIoUHead'"),                 # mmdet's, default scope
+    ('ms_rcnn.MaskIoUHeadd', "did you mean 'ms_rcnn.MaskIoUHead'"),  # ours, with its scope
+    ('NoSuchThingAtAll', None),
+])
+def test_a_misspelt_type_is_one_line_with_the_closest_names(monkeypatch, written, suggested):
+    """mmengine raises a KeyError deep inside the build; the tools print one line instead."""
+    import ms_rcnn  # noqa: F401  registers our modules
+    from mmdet.registry import MODELS
+    from mmengine.registry import DefaultScope
+
+    from ms_rcnn.utils.cli import TRACEBACK_ENV, run_tool
+
+    def main(argv):
+        with DefaultScope.overwrite_default_scope('mmdet'):
+            MODELS.build(dict(type=written))
+
+    monkeypatch.delenv(TRACEBACK_ENV, raising=False)
+    with pytest.raises(SystemExit) as stop:
+        run_tool(main)
+    message = stop.value.code
+    assert message.startswith(f"error: the config's type={written!r} is not a registered "
+                              f"model type (default scope 'mmdet')")
+    if suggested:
+        assert f'; {suggested}' in message
+    else:
+        assert 'did you mean' not in message
+    assert '\n' not in message
+    monkeypatch.setenv(TRACEBACK_ENV, '1')
+    with pytest.raises(KeyError, match='is not in the mmdet::model registry'):
+        run_tool(main)
+
+
+def test_other_key_errors_keep_their_traceback(monkeypatch):
+    from ms_rcnn.utils.cli import TRACEBACK_ENV, run_tool
+    monkeypatch.delenv(TRACEBACK_ENV, raising=False)
+
+    def main(argv):
+        return {}['missing']
+
+    with pytest.raises(KeyError, match='missing'):
+        run_tool(main)
 
 
 def test_package_config_falls_back_to_the_installed_copy(tmp_path):
