@@ -89,14 +89,25 @@ def registered_names(scope: str, registry: str, prefix: Optional[str] = None) ->
     for root in vars(roots).values():
         if not (isinstance(root, Registry) and root.name == registry):
             continue
-        scoped = root._search_child(prefix) if prefix else None
+        scoped = scope_registry(root, prefix) if prefix else None
         if scoped is not None:
             names += [f'{prefix}.{key}' for key in scoped.module_dict]
-        current = root._search_child(scope) or root
+        current = scope_registry(root, scope) or root
         while current is not None:
             names += current.module_dict
             current = current.parent
     return names
+
+
+def scope_registry(registry, scope: str):
+    """The registry of ``scope`` in the tree below ``registry`` (itself included), or None."""
+    if registry.scope == scope:
+        return registry
+    for child in registry.children.values():
+        found = scope_registry(child, scope)
+        if found is not None:
+            return found
+    return None
 
 
 def checked_device(name: str) -> str:
