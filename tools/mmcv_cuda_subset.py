@@ -28,6 +28,7 @@ from typing import Dict, List, Sequence, Tuple
 
 CSRC = osp.join('mmcv', 'ops', 'csrc', 'pytorch')
 REGISTER = re.compile(r'REGISTER_DEVICE_IMPL\(\s*(\w+)\s*,\s*CUDA\s*,\s*\w+\s*\)\s*;?')
+NEXT_REGISTER = re.compile(r'\s*' + REGISTER.pattern)
 CPU_ONLY_LINE = '#undef MMCV_WITH_CUDA  // CUDA kernels of this op not built (mmcv_cuda_subset)\n'
 
 
@@ -46,14 +47,12 @@ def split_cudabind(text: str) -> Tuple[str, List[str]]:
             break
         body_start += len(line)
     preamble, body = text[:body_start], text[body_start:]
-    blocks, start, pos = [], 0, 0
+    blocks, start = [], 0
     for match in REGISTER.finditer(body):
         # A block ends at a REGISTER statement that is not followed by another one.
-        following = body[match.end():]
-        if REGISTER.match(following.lstrip()):
+        if NEXT_REGISTER.match(body, match.end()):
             continue
-        pos = match.end()
-        newline = body.find('\n', pos)
+        newline = body.find('\n', match.end())
         pos = len(body) if newline < 0 else newline + 1
         blocks.append(body[start:pos])
         start = pos
