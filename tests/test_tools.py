@@ -270,6 +270,15 @@ def test_mim_train_and_test_with_the_editable_install(trained, toy_root, tmp_pat
     assert 'Testing finished successfully' in out
 
 
+def test_mim_run_serves_our_tools(toy_root, tmp_path):
+    """`mim run ms_rcnn TOOL ...` finds our tools under ms_rcnn/.mim/tools and runs them."""
+    out = run([MIM, 'run', 'ms_rcnn', 'check_dataset',
+               osp.join(toy_root, 'annotations', 'instances_val.json'),
+               osp.join(toy_root, 'images', 'val')], cwd=str(tmp_path))
+    assert osp.join('ms_rcnn', '.mim', 'tools', 'check_dataset.py') in out
+    assert 'images: 4, annotations:' in out and 'OK: no errors' in out
+
+
 def user_config(tmp_path, base):
     path = tmp_path / 'my_config.py'
     path.write_text(f"_base_ = '{base}'\nmodel = dict(roi_head=dict(mask_iou_head=dict("
