@@ -16,7 +16,7 @@ from tqdm import tqdm
 from .analysis import concat_records, image_records, plot_report, summarize
 from .evaluation import check_evaluable
 from .utils.checkpoint import check_checkpoint_fits
-from .utils.config import load_config, package_config
+from .utils.config import find_model_entry, load_config, package_config, package_file
 from .utils.json_report import write_json
 
 
@@ -148,6 +148,27 @@ SCORING_FIELDS = ('bbox_scores', 'mask_ious')
 PACKAGE_PREFIX = 'ms_rcnn::'
 
 
+def resolve_model_name(model, weights: Optional[str]) -> Tuple[object, Optional[str]]:
+    """The config file and weights that ``model`` names for :class:`MaskScoringDetInferencer`.
+
+    ``'ms_rcnn::<path under configs/>'`` is our config; a name from our ``model-index.yml``
+    (case-insensitive) is our config with the entry's published weights unless ``weights`` is
+    given. Anything else (a file, a config object, another name) is returned as it is, for
+    mmdet's inferencer to resolve.
+    """
+    if isinstance(model, str) and model.startswith(PACKAGE_PREFIX):
+        return package_config(model[len(PACKAGE_PREFIX):]), weights
+    if not isinstance(model, str) or osp.isfile(model):
+        return model, weights
+    entry = find_model_entry(model)
+    if entry is None:
+        return model, weights
+    if weights is None:
+        weights = entry['Weights']
+        weights = weights[0] if isinstance(weights, list) else weights
+    return package_file(entry['Config']), weights
+
+
 class MaskScoringDetInferencer(DetInferencer):
     """mmdet's ``DetInferencer`` whose prediction dicts keep MS R-CNN's scores.
 
@@ -156,10 +177,13 @@ class MaskScoringDetInferencer(DetInferencer):
     (predicted MaskIoU), with ``scores`` the mask score as before. Takes the arguments of
     :class:`mmdet.apis.DetInferencer`; for instance predictions (not panoptic ones).
 
-    Two more differences: ``model`` may name one of our configs as ``'ms_rcnn::<path under
-    configs/>'``, and a checkpoint that does not fit the model (other classes, or a Mask
-    R-CNN checkpoint for an MS R-CNN config) is refused (``CheckpointMismatchError``) where
-    mmdet's inferencer prints the mismatch and predicts with randomly initialised heads.
+    More differences: ``model`` may name one of our configs as ``'ms_rcnn::<path under
+    configs/>'``; a model name from our ``model-index.yml`` (``mim search ms_rcnn``, e.g.
+    ``'ms-rcnn_r50-caffe_fpn_1x_coco'``) means our config and its published weights, where
+    mmdet's inferencer would build mmdet's own MS R-CNN of that name (other names still go to
+    mmdet's model zoo); and a checkpoint that does not fit the model (other classes, or a
+    Mask R-CNN checkpoint for an MS R-CNN config) is refused (``CheckpointMismatchError``)
+    where mmdet's inferencer prints the mismatch and predicts with randomly initialised heads.
 
     Example:
         >>> import ms_rcnn
@@ -169,8 +193,7 @@ class MaskScoringDetInferencer(DetInferencer):
     """
 
     def __init__(self, model=None, weights: Optional[str] = None, *args, **kwargs) -> None:
-        if isinstance(model, str) and model.startswith(PACKAGE_PREFIX):
-            model = package_config(model[len(PACKAGE_PREFIX):])
+        model, weights = resolve_model_name(model, weights)
         self._weights_file = weights
         super().__init__(model, weights, *args, **kwargs)
 

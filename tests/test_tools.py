@@ -10,6 +10,7 @@ import sys
 
 import pytest
 import torch
+from mmengine.config import Config
 
 from ms_rcnn.testing import REPO_ROOT
 
@@ -279,6 +280,22 @@ def test_mim_run_serves_our_tools(toy_root, tmp_path):
     assert 'images: 4, annotations:' in out and 'OK: no errors' in out
 
 
+def test_mim_download_gives_our_config_for_every_model_index_entry(tmp_path):
+    """`mim download ms_rcnn --config NAME...` copies our configs; the checkpoints are put there
+    beforehand (mim does not fetch a file that exists), so nothing is downloaded."""
+    from ms_rcnn.utils.config import model_index_entries
+    entries = model_index_entries()
+    for entry in entries:
+        (tmp_path / entry['Weights'].split('/')[-1]).write_bytes(b'')
+    out = run([MIM, 'download', 'ms_rcnn', '--config', *[e['Name'] for e in entries],
+               '--dest', str(tmp_path)], cwd=str(tmp_path))
+    for entry in entries:
+        assert f"processing {entry['Name']}" in out
+        cfg = Config.fromfile(str(tmp_path / (entry['Name'] + '.py')))
+        assert cfg.model.type == 'ms_rcnn.MaskScoringRCNN', entry['Name']
+        assert cfg.model.roi_head.mask_iou_head.type == 'ms_rcnn.MaskIoUHead'
+
+
 def user_config(tmp_path, base):
     path = tmp_path / 'my_config.py'
     path.write_text(f"_base_ = '{base}'\nmodel = dict(roi_head=dict(mask_iou_head=dict("
@@ -453,6 +470,26 @@ def test_our_inferencer_takes_a_package_config_name():
                                           device='cpu')
     assert type(inferencer.model).__name__ == 'MaskScoringRCNN'
     assert inferencer.model.roi_head.mask_iou_head.num_classes == 1
+
+
+def test_our_inferencer_resolves_our_model_index_names_to_our_configs(tmp_path):
+    """mmdet's inferencer builds mmdet's own MS R-CNN for these names; ours builds ours."""
+    from ms_rcnn.apis import resolve_model_name
+    from ms_rcnn.utils.config import package_config
+    ours = package_config('ms_rcnn/ms-rcnn_r50-caffe_fpn_1x_coco.py')
+    url = ('https://download.openmmlab.com/mmdetection/v2.0/ms_rcnn/ms_rcnn_r50_caffe_fpn_1x_coco/'
+           'ms_rcnn_r50_caffe_fpn_1x_coco_20200702_180848-61c9355e.pth')
+    assert resolve_model_name('ms-rcnn_r50-caffe_fpn_1x_coco', None) == (ours, url)
+    assert resolve_model_name('MS-RCNN_R50-Caffe_FPN_1x_COCO', 'mine.pth') == (ours, 'mine.pth')
+    assert Config.fromfile(ours).model.type == 'ms_rcnn.MaskScoringRCNN'
+    # other names go on to mmdet's model zoo; files and config objects stay as they are
+    assert resolve_model_name('mask-rcnn_r50_fpn_1x_coco', None) == (
+        'mask-rcnn_r50_fpn_1x_coco', None)
+    assert resolve_model_name(TOY_CONFIG, 'w.pth') == (TOY_CONFIG, 'w.pth')
+    cfg = Config(dict(model=dict(type='x')))
+    assert resolve_model_name(cfg, None) == (cfg, None)
+    assert resolve_model_name('ms_rcnn::small_data/ms-rcnn_r18_fpn_balloon.py', None) == (
+        package_config('small_data/ms-rcnn_r18_fpn_balloon.py'), None)
 
 
 def test_train_max_iters_shortens_an_epoch_based_config(toy_root, tmp_path):

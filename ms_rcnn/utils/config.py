@@ -168,21 +168,52 @@ def check_pretrained_weights_loadable(cfg: Config, path: str) -> None:
             f'--cfg-options {scratch}') from None
 
 
-def package_config(rel: str, package_dir: Optional[str] = None) -> str:
-    """Path of one of our configs, ``rel`` under ``configs/``.
+def package_file(rel: str, package_dir: Optional[str] = None) -> str:
+    """Path of one of our mim files, ``rel`` under the checkout's root (``configs/...``,
+    ``model-index.yml``).
 
-    From a checkout that is ``configs/rel``; from an installed wheel (``pip install .``), which
-    holds no checkout, the copy in the package's ``.mim/configs``. When neither exists, the
+    From a checkout that is the checkout's file; from an installed wheel (``pip install .``),
+    which holds no checkout, the copy in the package's ``.mim``. When neither exists, the
     checkout's path, for the error that names it.
 
     Args:
-        rel (str): Path under ``configs/``.
+        rel (str): Path under the checkout's root.
         package_dir (str, optional): The ``ms_rcnn`` package directory (default: this one).
     """
     package_dir = package_dir or osp.dirname(osp.dirname(osp.abspath(__file__)))
-    checkout = osp.join(osp.dirname(package_dir), 'configs', rel)
-    installed = osp.join(package_dir, '.mim', 'configs', rel)
+    checkout = osp.join(osp.dirname(package_dir), rel)
+    installed = osp.join(package_dir, '.mim', rel)
     return installed if not osp.isfile(checkout) and osp.isfile(installed) else checkout
+
+
+def package_config(rel: str, package_dir: Optional[str] = None) -> str:
+    """Path of one of our configs, ``rel`` under ``configs/`` (see :func:`package_file`)."""
+    return package_file(osp.join('configs', rel), package_dir)
+
+
+def model_index_entries(package_dir: Optional[str] = None) -> List[dict]:
+    """The models of our ``model-index.yml`` (what ``mim search`` / ``mim download`` read):
+    each a dict with ``Name``, ``Config`` (under the checkout's root) and ``Weights``."""
+    import yaml
+    with open(package_file('model-index.yml', package_dir)) as f:
+        index = yaml.safe_load(f)
+    models = []
+    for rel in index['Import']:
+        with open(package_file(rel, package_dir)) as f:
+            models += yaml.safe_load(f)['Models']
+    return models
+
+
+def find_model_entry(name: str, package_dir: Optional[str] = None) -> Optional[dict]:
+    """Our model-index entry called ``name`` (or with that alias), as mmengine's inferencers
+    match names (case-insensitive); None when we have none."""
+    name = name.lower()
+    for entry in model_index_entries(package_dir):
+        aliases = entry.get('Alias', [])
+        aliases = [aliases] if isinstance(aliases, str) else aliases
+        if name == entry['Name'].lower() or name in [a.lower() for a in aliases]:
+            return entry
+    return None
 
 
 class ConfigError(ValueError):
