@@ -360,6 +360,20 @@ def test_two_categories_of_one_name_stop(toy):
         CheckedCocoDataset(**kwargs)
 
 
+def test_two_categories_of_a_name_no_class_names_are_kept_with_a_warning(toy, monkeypatch):
+    messages = []
+    monkeypatch.setattr(checked_coco, 'print_log', lambda msg, **kw: messages.append(msg))
+
+    def add_second_star(data):
+        data['categories'].append(dict(id=9, name='star'))
+    kwargs = dataset_kwargs(toy, ann_file=rewrite(toy, add_second_star))
+    kwargs['metainfo'] = dict(classes=('disc', ))
+    dataset = CheckedCocoDataset(**kwargs)
+    assert dataset.metainfo['classes'] == ('disc', ) and len(dataset) > 0
+    assert "duplicate_category_name: categories [2, 9] share the name 'star'" in \
+        '\n'.join(messages)
+
+
 def test_categories_left_out_of_the_classes_warn_with_their_count(toy, monkeypatch):
     messages = []
     monkeypatch.setattr(checked_coco, 'print_log', lambda msg, **kw: messages.append(msg))

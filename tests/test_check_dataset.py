@@ -181,6 +181,8 @@ CASES = [
                                            _set(a['annotations'][1], 'iscrowd', 1)), set()),
     ('duplicate_category_id', lambda a, d: a['categories'].append(dict(id=1, name='again')),
      {('duplicate_category_id', None, None)}),
+    ('duplicate_category_name', lambda a, d: a['categories'].append(dict(id=3, name='thing')),
+     {('duplicate_category_name', None, None)}),
     ('invalid_category_entry', lambda a, d: a['categories'].append(dict(name='no id')),
      {('invalid_category_entry', None, None)}),
     ('invalid_structure_section', lambda a, d: a.pop('annotations'),
@@ -459,7 +461,7 @@ def two_class_dataset(tmp_path):
     (('thing', 'othre'), 1, "metainfo classes ['othre'] are not categories of this file"),
     (('thing', ), 0, "warning  categories ['other'] are not metainfo classes, so their 1 "
                      "annotation(s) are left out"),
-    ('thing', 2, "metainfo.classes is the string 'thing', not a tuple of names"),
+    ('thing', 1, "metainfo.classes is the string 'thing', not a tuple of names"),
 ])
 def test_config_classes_are_checked_against_the_file(two_class_dataset, tmp_path, capsys,
                                                      classes, code, says):
@@ -506,8 +508,16 @@ def test_config_heads_that_disagree_with_the_classes_are_refused(two_class_datas
     config = classes_config(tmp_path, two_class_dataset, ('thing', 'other'))
     with open(config, 'a') as f:
         f.write('model = dict(roi_head=dict(bbox_head=dict(num_classes=1)))\n')
-    assert cd.main([config, '--split', 'val']) == 2
-    assert 'model.roi_head.bbox_head.num_classes: 1' in capsys.readouterr().err
+    report = tmp_path / 'report.json'
+    assert cd.main([config, '--split', 'val', '--json', str(report)]) == 1
+    out = capsys.readouterr().out
+    assert f'error: {config}: the number of classes differs' in out
+    assert 'model.roi_head.bbox_head.num_classes: 1' in out
+    # the data were checked all the same, and the report says what was wrong
+    assert 'images: 2, annotations: 2, categories: 2' in out and 'FAILED' in out
+    written = json.loads(report.read_text())
+    assert written['errors'] == 1 and 'the number of classes differs' in \
+        written['config_errors'][0]
 
 
 def test_config_unreadable(tmp_path, capsys):

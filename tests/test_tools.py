@@ -101,8 +101,23 @@ def test_train_refuses_amp_without_a_gpu_before_building_anything(toy_root, tmp_
     proc = subprocess.run([PY, 'tools/train.py', TOY_CONFIG, '--data-root', toy_root,
                            '--work-dir', str(tmp_path), '--amp'],
                           cwd=REPO_ROOT, capture_output=True, text=True)
-    assert proc.returncode != 0 and '--amp needs a GPU' in proc.stderr
+    assert proc.returncode == 1 and 'error: --amp needs a GPU' in proc.stderr
     assert not os.listdir(tmp_path)  # no log, no dumped config
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason='checks the refusal on a CPU-only machine')
+def test_train_refuses_a_mixed_precision_config_without_a_gpu(toy_root, tmp_path):
+    """The AMP config itself, not only --amp: mmengine would stop with an assertion deep in
+    building the optimizer wrapper."""
+    config = 'configs/ms_rcnn/ms-rcnn_r50_fpn_amp-1x_coco.py'
+    proc = subprocess.run([PY, 'tools/train.py', config, '--work-dir', str(tmp_path),
+                           '--cfg-options', 'model.backbone.init_cfg=None'],
+                          cwd=REPO_ROOT, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 1, proc.stderr[-2000:]
+    assert proc.stderr.strip().splitlines()[-1] == (
+        f"error: {config}: optim_wrapper.type='AmpOptimWrapper' (mixed precision) needs a GPU; "
+        "it does not train on cpu: train a config without it here")
+    assert not os.listdir(tmp_path)
 
 
 def test_train_names_the_missing_torchvision_before_building_anything(tmp_path):
@@ -134,14 +149,15 @@ def test_resume_refuses_a_checkpoint_of_another_model(without_mask_iou_head, toy
 def test_test_tool_names_a_missing_checkpoint(toy_root, tmp_path):
     proc = subprocess.run([PY, 'tools/test.py', TOY_CONFIG, str(tmp_path / 'none.pth')],
                           cwd=REPO_ROOT, capture_output=True, text=True)
-    assert proc.returncode != 0 and 'none.pth does not exist' in proc.stderr
+    assert proc.returncode == 1
+    assert proc.stderr.strip() == f"error: checkpoint {tmp_path / 'none.pth'} does not exist"
 
 
 @pytest.mark.parametrize('args, message', [
     (['configs/nope.py'], 'error: config configs/nope.py does not exist'),
     ([TOY_CONFIG, '--data-root', '/nowhere/data'], 'error: data root /nowhere/data is not a'),
     ([TOY_CONFIG, '--resume', '/nowhere/none.pth'],
-     '--resume: checkpoint /nowhere/none.pth does not exist'),
+     'error: --resume: checkpoint /nowhere/none.pth does not exist'),
     ([TOY_CONFIG, '--cfg-options', 'data_root=/tmp/'], 'error: cannot read annotation file '),
     ([TOY_CONFIG, '--cfg-options', 'data_root=/tmp/',
       'model.roi_head.mask_iou_head.type=ms_rcnn.MaskIoUHeadd'],
@@ -269,6 +285,16 @@ def test_mim_train_and_test_with_the_editable_install(trained, toy_root, tmp_pat
                osp.join(trained, 'epoch_2.pth'), '--work-dir', str(tmp_path), '--data-root',
                toy_root], cwd=str(tmp_path))
     assert 'Testing finished successfully' in out
+
+
+def test_target_check_names_a_config_without_a_mask_iou_head(tmp_path):
+    config = 'configs/small_data/mask-rcnn_r18_fpn_coco-person.py'
+    proc = subprocess.run([PY, 'tools/analysis_tools/mask_iou_target_check.py', config,
+                           str(tmp_path / 'any.pth')], cwd=REPO_ROOT, capture_output=True,
+                          text=True, timeout=300)
+    assert proc.returncode == 1
+    assert proc.stderr.strip() == (f'error: {config}: model.roi_head has no mask_iou_head, so '
+                                   'there are no MaskIoU targets to check')
 
 
 def test_mim_run_serves_our_tools(toy_root, tmp_path):

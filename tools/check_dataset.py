@@ -22,7 +22,8 @@ dataset's ``metainfo`` classes must be categories of its file, one each, in the 
 and for ``val``/``test`` each evaluator's ``ann_file`` must exist and hold the split's images.
 
 Exit status: 0 when there is no error (warnings allowed), 1 when there is at least one error,
-2 when the input cannot be read (missing or invalid JSON, unusable config).
+2 when the input cannot be read (missing or invalid JSON, a config that cannot be read or
+names no annotation file).
 
 The problem kinds and their severities are tabled in ``ms_rcnn/datasets/coco_checks.py``; the
 dataset that training uses applies the same checks as it loads (``docs/bad_data.md``).
@@ -42,8 +43,9 @@ from mmcv.image.io import imread_flags
 from ms_rcnn.datasets.coco_checks import (ERROR, WARNING, DatasetInputError, Problem,
                                           check_coco, class_mismatch, left_out_warning,
                                           load_annotation_file)
-from ms_rcnn.utils.config import (ConfigError, dataset_cfgs, dataset_classes,
-                                  evaluator_mismatches, join_data_root, load_config)
+from ms_rcnn.utils.config import (ConfigError, check_num_classes, dataset_cfgs,
+                                  dataset_classes, evaluator_mismatches, join_data_root,
+                                  load_config)
 
 
 class Source(NamedTuple):
@@ -56,12 +58,17 @@ class Source(NamedTuple):
 
 
 def _dataset_source(dataset: dict, data_root: Optional[str]) -> Source:
-    """The files of one dataset config, joined to its (or the given) root."""
+    """The files of one dataset config, joined to its (or the given) root; its classes are
+    None where they cannot be read (:func:`check_config` reports that)."""
     root = data_root if data_root is not None else (dataset.get('data_root') or '')
     prefix = dataset.get('data_prefix') or {}
     img_prefix = prefix.get('img', prefix.get('img_path', '')) or ''
+    try:
+        classes = dataset_classes(dataset)
+    except ConfigError:
+        classes = None
     return Source(join_data_root(root, dataset['ann_file']), join_data_root(root, img_prefix),
-                  _color_type(dataset.get('pipeline')), dataset_classes(dataset))
+                  _color_type(dataset.get('pipeline')), classes)
 
 
 def _color_type(pipeline: Any) -> str:
@@ -102,40 +109,43 @@ def sources_from_config(config: str, split: str,
 
 def check_config(config: str, split: str, data_root: Optional[str] = None
                  ) -> Tuple[List[Source], Tuple[List[str], List[str]]]:
-    """What to check of a config's split, and what is wrong with its evaluator.
+    """What to check of a config's split, and what is wrong with the config itself.
 
     The config is read as our tools read it (``--data-root`` rewrites the evaluators' files
-    too), so the heads' and datasets' numbers of classes must agree. For ``val`` and ``test``,
-    every ``<split>_evaluator.ann_file`` must exist and hold the split's images, or the
-    evaluation would stop (``ms_rcnn.utils.config.evaluator_mismatches``).
+    too). Its errors are that the heads' and datasets' numbers of classes disagree (or classes
+    cannot be read), which would stop training, and, for ``val`` and ``test``, that an
+    ``<split>_evaluator.ann_file`` is missing or lacks the split's images, which would stop
+    the evaluation (``ms_rcnn.utils.config.evaluator_mismatches``). They are reported with the
+    data's problems (exit status 1), not instead of them.
 
     Returns:
-        tuple: The sources (see :func:`sources_from_config`) and the evaluator's (errors,
+        tuple: The sources (see :func:`sources_from_config`) and the config's (errors,
         warnings).
 
     Raises:
-        DatasetInputError: When the config cannot be read, is inconsistent or names no
-            annotation file.
+        DatasetInputError: When the config cannot be read or names no annotation file.
     """
     if not osp.isfile(config):
         raise DatasetInputError(f'config file {config} not found')
     try:
-        cfg = load_config(config, data_root=data_root)
-    except (ConfigError, FileNotFoundError) as exc:
+        cfg = load_config(config, data_root=data_root, check_classes=False)
+    except FileNotFoundError as exc:
         raise DatasetInputError(f'{config}: {exc}')
     except Exception as exc:  # noqa: BLE001  any failure to parse is reported, not raised
         raise DatasetInputError(f'cannot read config {config}: {type(exc).__name__}: {exc}')
     loader = cfg.get(f'{split}_dataloader')
     if not isinstance(loader, dict):
         raise DatasetInputError(f'config {config} has no {split}_dataloader')
-    try:
-        sources = [_dataset_source(d, data_root) for d in dataset_cfgs(loader.get('dataset'))
-                   if d.get('ann_file')]
-    except ConfigError as exc:
-        raise DatasetInputError(f'{config}: {split}_dataloader.dataset: {exc}')
+    sources = [_dataset_source(d, data_root) for d in dataset_cfgs(loader.get('dataset'))
+               if d.get('ann_file')]
     if not sources:
         raise DatasetInputError(f'{split}_dataloader.dataset in {config} has no ann_file')
-    return sources, evaluator_mismatches(cfg, split) if split != 'train' else ([], [])
+    errors, warnings = evaluator_mismatches(cfg, split) if split != 'train' else ([], [])
+    try:
+        check_num_classes(cfg)
+    except ConfigError as exc:
+        errors = [f'{config}: {exc}'] + errors
+    return sources, (errors, warnings)
 
 
 def class_problems(source: Source, ann: Any) -> Tuple[List[str], List[str]]:
@@ -221,14 +231,14 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
 
 def _resolve_sources(args: argparse.Namespace
                      ) -> Tuple[List[Source], Tuple[List[str], List[str]]]:
-    """What to check for the parsed command line, and the config's evaluator problems."""
+    """What to check for the parsed command line, and the config's own (errors, warnings)."""
     if args.split is not None:
-        sources, evaluator_problems = check_config(args.source, args.split, args.data_root)
+        sources, config_problems = check_config(args.source, args.split, args.data_root)
     else:
-        sources, evaluator_problems = [Source(args.source, args.img_dir)], ([], [])
+        sources, config_problems = [Source(args.source, args.img_dir)], ([], [])
     if args.ignore_exif_orientation:
         sources = [source._replace(color_type='color_ignore_orientation') for source in sources]
-    return sources, evaluator_problems
+    return sources, config_problems
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
@@ -242,7 +252,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     """
     args = parse_args(argv)
     try:
-        sources, evaluator_problems = _resolve_sources(args)
+        sources, config_problems = _resolve_sources(args)
         loaded = [(source, load_annotation_file(source.ann_file)) for source in sources]
     except DatasetInputError as exc:
         print(f'error: {exc}', file=sys.stderr)
@@ -270,17 +280,17 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         num_errors += len(class_errors)
         report.update(class_errors=class_errors, class_warnings=class_warnings)
         reports.append(report)
-    evaluator_errors, evaluator_warnings = evaluator_problems
-    for message in evaluator_errors:
+    config_errors, config_warnings = config_problems
+    for message in config_errors:
         print(f'error: {message}')
-    for message in evaluator_warnings:
+    for message in config_warnings:
         print(f'warning: {message}')
-    num_errors += len(evaluator_errors)
+    num_errors += len(config_errors)
     if args.json:
         try:
             with open(args.json, 'w', encoding='utf-8') as f:
-                json.dump(dict(reports=reports, evaluator_errors=evaluator_errors,
-                           evaluator_warnings=evaluator_warnings, errors=num_errors), f,
+                json.dump(dict(reports=reports, config_errors=config_errors,
+                           config_warnings=config_warnings, errors=num_errors), f,
                       indent=2)
         except OSError as exc:
             print(f'error: cannot write {args.json}: {exc.strerror or exc}', file=sys.stderr)

@@ -40,14 +40,14 @@ def main(argv=None):
     args = parse_args(argv)
     setup_cache_size_limit_of_dynamo()
     if '://' not in args.checkpoint and not osp.isfile(args.checkpoint):
-        raise SystemExit(f'checkpoint {args.checkpoint} does not exist')
+        raise SystemExit(f'error: checkpoint {args.checkpoint} does not exist')
     cfg = load_config(args.config, args.cfg_options, args.data_root, args.work_dir,
                       args.launcher)
     cfg.load_from = args.checkpoint
     if args.show or args.show_dir:
         cfg = trigger_visualization_hook(cfg, args)
     if args.out is not None and not args.out.endswith(('.pkl', '.pickle')):
-        raise SystemExit(f'--out must be a .pkl file, got {args.out}')
+        raise SystemExit(f'error: --out must be a .pkl file, got {args.out}')
     runner = RUNNERS.build(cfg) if 'runner_type' in cfg else Runner.from_cfg(cfg)
     runner.register_hook(CheckpointFitHook())
     if args.out is not None:

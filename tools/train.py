@@ -40,22 +40,33 @@ def parse_args(argv=None):
     return args
 
 
+def is_amp(optim_wrapper: dict) -> bool:
+    """Whether an ``optim_wrapper`` config trains in mixed precision (``AmpOptimWrapper``,
+    with or without a scope prefix)."""
+    return str(optim_wrapper.get('type', 'OptimWrapper')).split('.')[-1] == 'AmpOptimWrapper'
+
+
 def build_config(args) -> Config:
     """The config with command-line overrides applied."""
     cfg = load_config(args.config, args.cfg_options, args.data_root, args.work_dir,
                       args.launcher)
     if args.max_iters is not None:
         shorten_training(cfg, args.max_iters)
+    amp_devices = ('cuda', 'npu', 'mlu', 'musa')  # those mmengine's AmpOptimWrapper accepts
     if args.amp:
-        if get_device() not in ('cuda', 'npu', 'mlu', 'musa'):  # as AmpOptimWrapper asks
-            raise SystemExit(f'--amp needs a GPU (mmengine\'s AmpOptimWrapper does not train on '
-                             f'{get_device()}); train without it here')
-        if cfg.optim_wrapper.get('type', 'OptimWrapper') != 'AmpOptimWrapper':
+        if get_device() not in amp_devices:
+            raise SystemExit(f'error: --amp needs a GPU (mmengine\'s AmpOptimWrapper does not '
+                             f'train on {get_device()}); train without it here')
+        if not is_amp(cfg.optim_wrapper):
             cfg.optim_wrapper.type = 'AmpOptimWrapper'
             cfg.optim_wrapper.loss_scale = 'dynamic'
+    elif is_amp(cfg.get('optim_wrapper') or {}) and get_device() not in amp_devices:
+        raise SystemExit(f'error: {args.config}: optim_wrapper.type='
+                         f'{cfg.optim_wrapper.type!r} (mixed precision) needs a GPU; it does '
+                         f'not train on {get_device()}: train a config without it here')
     if args.auto_scale_lr:
         if 'auto_scale_lr' not in cfg or 'base_batch_size' not in cfg.auto_scale_lr:
-            raise SystemExit('--auto-scale-lr needs `auto_scale_lr.base_batch_size` '
+            raise SystemExit('error: --auto-scale-lr needs `auto_scale_lr.base_batch_size` '
                              f'in {args.config}')
         cfg.auto_scale_lr.enable = True
     if args.resume == 'auto':
@@ -66,7 +77,7 @@ def build_config(args) -> Config:
                   file=sys.stderr)
     elif args.resume is not None:
         if '://' not in args.resume and not os.path.isfile(args.resume):
-            raise SystemExit(f'--resume: checkpoint {args.resume} does not exist')
+            raise SystemExit(f'error: --resume: checkpoint {args.resume} does not exist')
         cfg.resume = True
         cfg.load_from = args.resume
     return cfg

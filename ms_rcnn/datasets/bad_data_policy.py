@@ -43,6 +43,7 @@ POLICY: Dict[str, str] = {
     'invalid_structure': STOP,
     'invalid_category_entry': STOP,
     'duplicate_category_id': STOP,
+    'duplicate_category_name': KEEP,  # a dataset whose classes name it stops (class_mismatch)
     'invalid_image_entry': STOP,
     'duplicate_image_id': STOP,
     'duplicate_file_name': KEEP,

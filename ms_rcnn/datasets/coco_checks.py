@@ -17,6 +17,8 @@ invalid_structure          error     top level is not an object, or ``images``/`
                                      are no categories
 invalid_category_entry     error     a category without a usable ``id`` or a ``name`` string
 duplicate_category_id      error     two categories share an id
+duplicate_category_name    warning   two categories share a name (a dataset whose metainfo
+                                     classes name it cannot label them: training stops)
 invalid_image_entry        error     an image without a usable ``id``, ``file_name``, or positive
                                      integer ``height``/``width`` (mmdet raises ``KeyError``)
 duplicate_image_id         error     two images share an id (the COCO index keeps one of them)
@@ -84,6 +86,7 @@ SEVERITY: Dict[str, str] = {
     'invalid_structure': ERROR,
     'invalid_category_entry': ERROR,
     'duplicate_category_id': ERROR,
+    'duplicate_category_name': WARNING,
     'invalid_image_entry': ERROR,
     'duplicate_image_id': ERROR,
     'duplicate_file_name': WARNING,
@@ -258,6 +261,7 @@ def check_categories(categories: List[dict]) -> Tuple[set, List[Problem]]:
     """Check category entries; return the set of valid category ids and the problems."""
     ids: set = set()
     problems = []
+    ids_by_name: Dict[str, list] = defaultdict(list)
     for index, cat in enumerate(categories):
         cat_id = cat.get('id')
         if not is_id(cat_id):
@@ -271,6 +275,14 @@ def check_categories(categories: List[dict]) -> Tuple[set, List[Problem]]:
             if not isinstance(cat.get('name'), str):  # pycocotools' getCatIds reads every name
                 problems.append(_problem('invalid_category_entry',
                                          f'category {cat_id!r} has no "name" string'))
+            else:
+                ids_by_name[cat['name']].append(cat_id)
+    for name, same in ids_by_name.items():
+        if len(same) > 1:
+            problems.append(_problem(
+                'duplicate_category_name',
+                f'categories {same} share the name {name!r}: a dataset whose metainfo classes '
+                f'name it stops (each class needs one category); rename or merge them'))
     return ids, problems
 
 

@@ -61,7 +61,8 @@ def set_data_root(cfg: Config, data_root: str) -> Config:
 
 
 def load_config(path: str, cfg_options: Optional[dict] = None, data_root: Optional[str] = None,
-                work_dir: Optional[str] = None, launcher: str = 'none') -> Config:
+                work_dir: Optional[str] = None, launcher: str = 'none', *,
+                check_classes: bool = True) -> Config:
     """Read a config and apply the command-line overrides shared by our tools.
 
     Args:
@@ -74,13 +75,15 @@ def load_config(path: str, cfg_options: Optional[dict] = None, data_root: Option
         work_dir (str, optional): ``--work-dir``; defaults to ``./work_dirs/<config name>``
             unless the config sets one.
         launcher (str): ``--launcher``.
+        check_classes (bool): Refuse a config whose heads and datasets disagree on the number
+            of classes (:func:`check_num_classes`). Defaults to True.
 
     Returns:
         Config: The config.
 
     Raises:
-        ConfigError: The heads and datasets disagree on the number of classes
-            (:func:`check_num_classes`).
+        ConfigError: With ``check_classes``, the heads and datasets disagree on the number of
+            classes.
     """
     if not osp.isfile(path):
         raise FileNotFoundError(f'config {path} does not exist')
@@ -94,7 +97,8 @@ def load_config(path: str, cfg_options: Optional[dict] = None, data_root: Option
         cfg.merge_from_dict(cfg_options)
         if data_root is not None:
             cfg.data_root = data_root  # --data-root wins over a data_root in cfg_options
-    check_num_classes(cfg)
+    if check_classes:
+        check_num_classes(cfg)
     if work_dir is not None:
         cfg.work_dir = work_dir
     elif cfg.get('work_dir', None) is None:

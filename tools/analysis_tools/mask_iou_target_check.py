@@ -29,7 +29,7 @@ from ms_rcnn.analysis import correlations  # noqa: E402
 from ms_rcnn.models.mask_iou_math import logit_threshold  # noqa: E402
 from ms_rcnn.utils.checkpoint import check_checkpoint_fits  # noqa: E402
 from ms_rcnn.utils.cli import checked_device, run_tool  # noqa: E402
-from ms_rcnn.utils.config import load_config  # noqa: E402
+from ms_rcnn.utils.config import ConfigError, load_config  # noqa: E402
 from ms_rcnn.utils.json_report import write_json  # noqa: E402
 
 
@@ -128,7 +128,8 @@ def main(argv: Optional[List[str]] = None) -> dict:
     checked_device(args.device)
     cfg = load_config(args.config, data_root=args.data_root)
     if 'mask_iou_head' not in cfg.model.get('roi_head', {}):
-        parser.error(f'{args.config} has no MaskIoU head')
+        raise ConfigError(f'{args.config}: model.roi_head has no mask_iou_head, so there are '
+                          f'no MaskIoU targets to check')
     rois = collect(cfg, args.checkpoint, args.num_images, args.device)
     valid = rois['targets'] > 0
     report = dict(config=args.config, checkpoint=args.checkpoint, num_images=args.num_images,

@@ -175,8 +175,8 @@ def main(argv: Optional[List[str]] = None) -> Dict[str, Any]:
     common.add_common_args(parser, default_threads=None, default_repeats=5)
     parser.add_argument('--size', type=common.parse_size, default=None,
                         help='image HxW (default: 512x672 on CPU, 800x1216 on CUDA)')
-    parser.add_argument('--batches', type=int, nargs='+', default=[1, 4],
-                        help='batch sizes (default: 1 4)')
+    parser.add_argument('--batches', type=int, nargs='+', default=None,
+                        help='batch sizes (default: 1 4; with --small: 1 2)')
     parser.add_argument('--hot-classes', type=int, default=5,
                         help='classes whose classifier bias is raised (see above)')
     parser.add_argument('--hot-bias', type=float, default=3.0,
@@ -187,8 +187,8 @@ def main(argv: Optional[List[str]] = None) -> Dict[str, Any]:
     device = common.setup(args)
     common.quiet_mmengine()
     args.size = common.default_size(args, device)
-    if args.small:
-        args.batches = [1, 2]
+    if args.batches is None:
+        args.batches = [1, 2] if args.small else [1, 4]
     height, width = args.size
 
     sizes = dict(models='mmdet Mask R-CNN (' + MASK_RCNN_CONFIG + '), mmdet MS R-CNN ('
