@@ -473,6 +473,24 @@ def test_config_classes_are_checked_against_the_file(two_class_dataset, tmp_path
         assert says in captured.out + captured.err
 
 
+def test_string_classes_of_a_later_concatenated_dataset_are_an_error(two_class_dataset,
+                                                                     tmp_path, capsys):
+    """ConcatDataset labels by its first dataset; the second one's classes must still be
+    readable, or building it stops training."""
+    one = (f'dict(type="ms_rcnn.CheckedCocoDataset", data_root={str(two_class_dataset) + "/"!r}, '
+           'ann_file="annotations/val.json", data_prefix=dict(img="images/"), '
+           'metainfo=dict(classes={}))')
+    config = write_config(tmp_path, (
+        'val_dataloader = dict(dataset=dict(type="ConcatDataset", datasets=[\n'
+        f'    {one.format(repr(("thing", "other")))},\n'
+        f'    {one.format(repr("thing"))}]))\n'))
+    assert cd.main([config, '--split', 'val']) == 1
+    out = capsys.readouterr().out
+    assert f"error: {config}: val_dataloader.dataset: metainfo.classes is the string 'thing'" \
+        in out
+    assert out.count('metainfo.classes is the string') == 1 and 'FAILED' in out
+
+
 def test_config_evaluator_must_hold_the_datasets_images(two_class_dataset, tmp_path, capsys):
     annotations = two_class_dataset / 'annotations'
     val = json.loads((annotations / 'val.json').read_text())

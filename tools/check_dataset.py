@@ -136,16 +136,22 @@ def check_config(config: str, split: str, data_root: Optional[str] = None
     loader = cfg.get(f'{split}_dataloader')
     if not isinstance(loader, dict):
         raise DatasetInputError(f'config {config} has no {split}_dataloader')
-    sources = [_dataset_source(d, data_root) for d in dataset_cfgs(loader.get('dataset'))
-               if d.get('ann_file')]
-    if not sources:
+    datasets = [d for d in dataset_cfgs(loader.get('dataset')) if d.get('ann_file')]
+    if not datasets:
         raise DatasetInputError(f'{split}_dataloader.dataset in {config} has no ann_file')
+    class_errors = []
+    for dataset in datasets:
+        try:
+            dataset_classes(dataset)
+        except ConfigError as exc:
+            class_errors.append(f'{config}: {split}_dataloader.dataset: {exc}')
+    if not class_errors:  # else check_num_classes would only repeat the first of them
+        try:
+            check_num_classes(cfg)
+        except ConfigError as exc:
+            class_errors.append(f'{config}: {exc}')
     errors, warnings = evaluator_mismatches(cfg, split) if split != 'train' else ([], [])
-    try:
-        check_num_classes(cfg)
-    except ConfigError as exc:
-        errors = [f'{config}: {exc}'] + errors
-    return sources, (errors, warnings)
+    return [_dataset_source(d, data_root) for d in datasets], (class_errors + errors, warnings)
 
 
 def class_problems(source: Source, ann: Any) -> Tuple[List[str], List[str]]:
