@@ -57,16 +57,13 @@ class Source(NamedTuple):
     classes: Optional[tuple] = None
 
 
-def _dataset_source(dataset: dict, data_root: Optional[str]) -> Source:
-    """The files of one dataset config, joined to its (or the given) root; its classes are
-    None where they cannot be read (:func:`check_config` reports that)."""
+def _dataset_source(dataset: dict, data_root: Optional[str],
+                    classes: Optional[tuple]) -> Source:
+    """The files of one dataset config, joined to its (or the given) root, with its classes
+    (None where they cannot be read: :func:`check_config` reports that)."""
     root = data_root if data_root is not None else (dataset.get('data_root') or '')
     prefix = dataset.get('data_prefix') or {}
     img_prefix = prefix.get('img', prefix.get('img_path', '')) or ''
-    try:
-        classes = dataset_classes(dataset)
-    except ConfigError:
-        classes = None
     return Source(join_data_root(root, dataset['ann_file']), join_data_root(root, img_prefix),
                   _color_type(dataset.get('pipeline')), classes)
 
@@ -139,19 +136,21 @@ def check_config(config: str, split: str, data_root: Optional[str] = None
     datasets = [d for d in dataset_cfgs(loader.get('dataset')) if d.get('ann_file')]
     if not datasets:
         raise DatasetInputError(f'{split}_dataloader.dataset in {config} has no ann_file')
-    class_errors = []
+    class_errors, sources = [], []
     for dataset in datasets:
         try:
-            dataset_classes(dataset)
+            classes = dataset_classes(dataset)
         except ConfigError as exc:
+            classes = None
             class_errors.append(f'{config}: {split}_dataloader.dataset: {exc}')
+        sources.append(_dataset_source(dataset, data_root, classes))
     if not class_errors:  # else check_num_classes would only repeat the first of them
         try:
             check_num_classes(cfg)
         except ConfigError as exc:
             class_errors.append(f'{config}: {exc}')
     errors, warnings = evaluator_mismatches(cfg, split) if split != 'train' else ([], [])
-    return [_dataset_source(d, data_root) for d in datasets], (class_errors + errors, warnings)
+    return sources, (class_errors + errors, warnings)
 
 
 def class_problems(source: Source, ann: Any) -> Tuple[List[str], List[str]]:

@@ -40,6 +40,10 @@ def parse_args(argv=None):
     return args
 
 
+#: The devices that mmengine's ``AmpOptimWrapper`` trains on.
+AMP_DEVICES = ('cuda', 'npu', 'mlu', 'musa')
+
+
 def is_amp(optim_wrapper: dict) -> bool:
     """Whether an ``optim_wrapper`` config trains in mixed precision (``AmpOptimWrapper``,
     with or without a scope prefix)."""
@@ -52,18 +56,15 @@ def build_config(args) -> Config:
                       args.launcher)
     if args.max_iters is not None:
         shorten_training(cfg, args.max_iters)
-    amp_devices = ('cuda', 'npu', 'mlu', 'musa')  # those mmengine's AmpOptimWrapper accepts
-    if args.amp:
-        if get_device() not in amp_devices:
-            raise SystemExit(f'error: --amp needs a GPU (mmengine\'s AmpOptimWrapper does not '
-                             f'train on {get_device()}); train without it here')
-        if not is_amp(cfg.optim_wrapper):
-            cfg.optim_wrapper.type = 'AmpOptimWrapper'
-            cfg.optim_wrapper.loss_scale = 'dynamic'
-    elif is_amp(cfg.get('optim_wrapper') or {}) and get_device() not in amp_devices:
-        raise SystemExit(f'error: {args.config}: optim_wrapper.type='
-                         f'{cfg.optim_wrapper.type!r} (mixed precision) needs a GPU; it does '
-                         f'not train on {get_device()}: train a config without it here')
+    if args.amp and not is_amp(cfg.optim_wrapper):
+        cfg.optim_wrapper.type = 'AmpOptimWrapper'
+        cfg.optim_wrapper.loss_scale = 'dynamic'
+    # mmengine's AmpOptimWrapper accepts these devices only (else an assertion deep in the build)
+    if is_amp(cfg.get('optim_wrapper') or {}) and get_device() not in AMP_DEVICES:
+        asked = ('--amp' if args.amp else f'{args.config}: optim_wrapper.type='
+                 f'{cfg.optim_wrapper.type!r} (mixed precision)')
+        raise SystemExit(f'error: {asked} needs a GPU; it does not train on {get_device()}: '
+                         f'train {"without it" if args.amp else "a config without it"} here')
     if args.auto_scale_lr:
         if 'auto_scale_lr' not in cfg or 'base_batch_size' not in cfg.auto_scale_lr:
             raise SystemExit('error: --auto-scale-lr needs `auto_scale_lr.base_batch_size` '
