@@ -3,6 +3,7 @@ import copy
 import json
 import math
 import os.path as osp
+import re
 
 import cv2
 import numpy as np
@@ -254,6 +255,32 @@ def test_unusable_images_stop_evaluation(toy):
         dataset[0]
     with pytest.raises(BadImageError, match='train_0002.png: image is 128x96'):
         dataset[1]
+
+
+@pytest.mark.parametrize('workers', [0, 1])
+def test_an_unusable_image_is_one_line_from_a_dataloader_worker_too(toy, monkeypatch, workers):
+    """torch re-raises a worker's BadImageError as a RuntimeError holding the worker's
+    traceback (the class takes two arguments); the tools still print the one line."""
+    from torch.utils.data import DataLoader
+
+    from ms_rcnn.utils.cli import TRACEBACK_ENV, run_tool
+    break_images(toy)
+    dataset = CheckedCocoDataset(**dataset_kwargs(toy, test_mode=True))
+
+    def main(argv):
+        for _ in DataLoader(dataset, num_workers=workers, collate_fn=list):
+            pass
+
+    monkeypatch.delenv(TRACEBACK_ENV, raising=False)
+    with pytest.raises(SystemExit) as stop:
+        run_tool(main)
+    path = osp.join(toy, 'images', 'train', 'train_0001.png')
+    where = ' (in DataLoader worker process 0)' if workers else ''
+    assert re.fullmatch(rf'error: {re.escape(path)}: cannot be read \(.*\)\. Check the dataset '
+                        rf'with tools/check_dataset\.py\.{re.escape(where)}', stop.value.code)
+    monkeypatch.setenv(TRACEBACK_ENV, '1')
+    with pytest.raises(RuntimeError if workers else BadImageError, match='train_0001.png'):
+        run_tool(main)
 
 
 # ----------------------------------------------------------------------------- the loss hook

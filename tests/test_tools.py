@@ -244,6 +244,72 @@ def test_a_misspelt_type_is_one_line_with_the_closest_names(monkeypatch, written
         run_tool(main)
 
 
+def worker_reraise(error):
+    """What torch raises in the main process for ``error`` raised in a DataLoader worker."""
+    from torch._utils import ExceptionWrapper
+    try:
+        try:
+            raise OSError('the first error')
+        except OSError:
+            raise error
+    except Exception:
+        wrapper = ExceptionWrapper(where='in DataLoader worker process 3')
+    try:
+        wrapper.reraise()
+    except Exception as reraised:
+        return reraised
+
+
+def test_input_errors_from_a_dataloader_worker_are_one_line(monkeypatch):
+    from ms_rcnn.datasets.checked_coco import BadImageError
+    from ms_rcnn.utils.cli import TRACEBACK_ENV, input_error_message, run_tool, worker_error
+    from ms_rcnn.utils.config import ConfigError
+    monkeypatch.delenv(TRACEBACK_ENV, raising=False)
+    bad_image = worker_reraise(BadImageError('a/b.png', 'cannot be read'))
+    assert type(bad_image) is RuntimeError  # two arguments: torch cannot rebuild ours
+    assert worker_error(bad_image) == (
+        BadImageError, 'a/b.png: cannot be read. Check the dataset with tools/check_dataset.py.',
+        'in DataLoader worker process 3')
+    two_lines = worker_reraise(ConfigError('line one\nline two'))
+    assert type(two_lines) is ConfigError  # rebuilt from the traceback text
+    assert input_error_message(two_lines) == 'line one\nline two (in DataLoader worker process 3)'
+    missing = worker_reraise(FileNotFoundError('a.png is missing'))
+    assert input_error_message(missing) == 'a.png is missing (in DataLoader worker process 3)'
+
+    def failing(error):
+        def main(argv):
+            raise error
+        return main
+
+    with pytest.raises(SystemExit) as stop:
+        run_tool(failing(bad_image))
+    assert stop.value.code == ('error: a/b.png: cannot be read. Check the dataset with '
+                               'tools/check_dataset.py. (in DataLoader worker process 3)')
+    bug = worker_reraise(ValueError('a bug'))  # not bad input: the traceback stays
+    assert input_error_message(bug) is None
+    with pytest.raises(ValueError, match='a bug'):
+        run_tool(failing(bug))
+    assert worker_error(RuntimeError('Caught nothing')) is None
+
+
+def test_a_type_of_ours_written_without_its_scope_is_suggested_with_it(monkeypatch):
+    import ms_rcnn  # noqa: F401  registers our modules
+    from mmdet.registry import DATASETS
+    from mmengine.registry import DefaultScope
+
+    from ms_rcnn.utils.cli import TRACEBACK_ENV, run_tool
+
+    def main(argv):
+        with DefaultScope.overwrite_default_scope('mmdet'):
+            DATASETS.build(dict(type='CheckedCocoDataset'))
+
+    monkeypatch.delenv(TRACEBACK_ENV, raising=False)
+    with pytest.raises(SystemExit) as stop:
+        run_tool(main)
+    assert "type='CheckedCocoDataset' is not a registered dataset type" in stop.value.code
+    assert "; did you mean 'ms_rcnn.CheckedCocoDataset' or 'CocoDataset'" in stop.value.code
+
+
 def test_other_key_errors_keep_their_traceback(monkeypatch):
     from ms_rcnn.utils.cli import TRACEBACK_ENV, run_tool
     monkeypatch.delenv(TRACEBACK_ENV, raising=False)

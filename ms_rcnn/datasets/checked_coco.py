@@ -49,7 +49,7 @@ class BadImageError(RuntimeError):
         self.path = path
         self.reason = reason
 
-    def __reduce__(self):  # rebuilt intact when a dataloader worker re-raises it
+    def __reduce__(self):  # picklable: the default would call cls(message) with one argument
         return type(self), (self.path, self.reason)
 
 

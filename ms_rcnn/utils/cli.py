@@ -35,15 +35,75 @@ def run_tool(main: Callable[[Optional[Sequence[str]]], Any],
     show_traceback = os.environ.get(TRACEBACK_ENV, '') not in ('', '0')
     try:
         return main(argv)
-    except input_errors() as exc:
-        if show_traceback:
+    except Exception as exc:
+        message = None if show_traceback else input_error_message(exc)
+        if message is None:
             raise
-        raise SystemExit(f'error: {exc}') from None
-    except KeyError as exc:  # mmengine's registries say so for a misspelt `type=`
-        hint = unregistered_type_message(exc)
-        if hint is None or show_traceback:
-            raise
-        raise SystemExit(f'error: {hint}') from None
+        raise SystemExit(f'error: {message}') from None
+
+
+def input_error_message(exc: BaseException) -> Optional[str]:
+    """The one-line report of an exception that means bad input, or None for a bug.
+
+    Bad input is one of :func:`input_errors` (raised here or in a DataLoader worker), or
+    mmengine's error for an unknown config ``type=`` (a ``KeyError``).
+    """
+    worker = worker_error(exc)
+    if worker is not None:
+        error_type, message, where = worker
+        return f'{message} ({where})' if issubclass(error_type, input_errors()) else None
+    if isinstance(exc, input_errors()):
+        return str(exc)
+    if isinstance(exc, KeyError):  # mmengine's registries say so for a misspelt `type=`
+        return unregistered_type_message(exc)
+    return None
+
+
+# torch's ExceptionWrapper.reraise: "Caught {type} in DataLoader worker process {n}.\nOriginal
+# Traceback (most recent call last): ..."; the traceback's last line is "{module.type}: {msg}".
+_WORKER_ERROR = re.compile(r'^Caught (?P<type>\w+) (?P<where>in DataLoader worker process \d+)\.'
+                           r'\nOriginal Traceback')
+
+
+def worker_error(exc: BaseException) -> Optional[Tuple[type, str, str]]:
+    """What a DataLoader worker raised, from the exception torch re-raises in the main process.
+
+    torch re-raises a worker's exception as ``type(message)``, or as a ``RuntimeError`` where the
+    type cannot be built from one string (ours that take a path and a reason), with the
+    worker's whole traceback as the message.
+
+    Returns:
+        tuple or None: The worker's exception type, its message and where it was raised (``'in
+        DataLoader worker process 0'``); None when ``exc`` is no such re-raise or its type
+        cannot be imported.
+    """
+    text = str(exc)
+    match = _WORKER_ERROR.match(text)
+    if match is None:
+        return None
+    lines = text.rstrip('\n').split('\n')
+    for index in range(len(lines) - 1, 0, -1):  # the last exception of a chain is last
+        name, sep, message = lines[index].partition(': ')
+        if sep and name.rsplit('.', 1)[-1] == match.group('type'):
+            error_type = import_exception_type(name)
+            if error_type is None:
+                return None
+            message = '\n'.join([message] + lines[index + 1:])
+            return error_type, message, match.group('where')
+    return None
+
+
+def import_exception_type(name: str) -> Optional[type]:
+    """The exception class a traceback names (``'FileNotFoundError'``, ``'pkg.mod.Error'``)."""
+    import builtins
+    import importlib
+    module_name, _, attr = name.rpartition('.')
+    try:
+        module = importlib.import_module(module_name) if module_name else builtins
+    except ImportError:
+        return None
+    found = getattr(module, attr, None)
+    return found if isinstance(found, type) and issubclass(found, BaseException) else None
 
 
 # mmengine's build_from_cfg: "{type} is not in the {scope}::{registry name} registry. ..."
@@ -75,10 +135,11 @@ def registered_names(scope: str, registry: str, prefix: Optional[str] = None) ->
 
     Args:
         scope (str): The default scope (e.g. ``'mmdet'``): its registry's names and its
-            parents' are found unprefixed.
+            parents' are found unprefixed, its children's with their scope (``'ms_rcnn.'``).
         registry (str): The registry's name.
         prefix (str, optional): A scope the type was written with (``'ms_rcnn'`` in
-            ``'ms_rcnn.MaskIoUHead'``): that scope's own names are given with it.
+            ``'ms_rcnn.MaskIoUHead'``): that scope's own names are given with it, instead of
+            the children's.
 
     Returns:
         list[str]: The names, as a config would write them.
@@ -92,10 +153,14 @@ def registered_names(scope: str, registry: str, prefix: Optional[str] = None) ->
         scoped = scope_registry(root, prefix) if prefix else None
         if scoped is not None:
             names += [f'{prefix}.{key}' for key in scoped.module_dict]
-        current = scope_registry(root, scope) or root
+        home = scope_registry(root, scope) or root
+        current = home
         while current is not None:
             names += current.module_dict
             current = current.parent
+        if not prefix:  # a child scope's names need its prefix: 'ms_rcnn.CheckedCocoDataset'
+            names += [f'{child.scope}.{key}' for child in home.children.values()
+                      for key in child.module_dict]
     return names
 
 
