@@ -43,7 +43,7 @@ def predict_records(cfg: Config, checkpoint: str, device: str = 'cpu',
     if not getattr(dataset, 'ann_file', None):
         raise ValueError('the test dataset must be a COCO-style dataset with an ann_file')
     coco = COCO(dataset.ann_file)
-    check_evaluable(coco.dataset.get('annotations', []), dataset.ann_file, ['bbox', 'segm'])
+    check_evaluable(coco, dataset.ann_file, ['bbox', 'segm'])
     cat_ids = dataset.cat_ids
     records, rles, kept = [], [], []
     with torch.no_grad():

@@ -6,16 +6,19 @@ import pytest
 import torch
 
 from ms_rcnn.evaluation import MaskScoringCocoMetric
-from ms_rcnn.evaluation.coco_metric import annotations_lacking
+from ms_rcnn.evaluation.coco_metric import unusable_fields
 
 
-def write_coco(path, drop=None):
-    """Two images, three annotations; ``drop`` = (annotation index, field) to remove."""
+def write_coco(path, drop=None, change=None):
+    """Two images, three annotations; ``drop`` = (annotation index, field) to remove,
+    ``change`` = (annotation index, field, value) to set."""
     square = [[2.0, 2.0, 10.0, 2.0, 10.0, 10.0, 2.0, 10.0]]
     anns = [dict(id=i + 1, image_id=1 + i % 2, category_id=1, bbox=[2.0, 2.0, 8.0, 8.0],
                  area=64.0, iscrowd=0, segmentation=square) for i in range(3)]
     if drop is not None:
         del anns[drop[0]][drop[1]]
+    if change is not None:
+        anns[change[0]][change[1]] = change[2]
     coco = dict(images=[dict(id=i, file_name=f'{i}.jpg', height=16, width=16) for i in (1, 2)],
                 annotations=anns, categories=[dict(id=1, name='balloon')])
     path.write_text(json.dumps(coco))
@@ -35,8 +38,42 @@ def test_annotations_lacking_a_field_are_refused_with_file_and_ids(tmp_path, fie
     with pytest.raises(ValueError) as info:
         MaskScoringCocoMetric(ann_file=path, metric=['bbox', 'segm'])
     message = str(info.value)
-    assert message.startswith(f'{path}: COCO evaluation needs')
-    assert f"1 without '{field}' (ids 2)" in message
+    assert message.startswith(f'{path}: COCO evaluation needs a usable')
+    assert f"1 without a usable '{field}' (ids 2)" in message
+
+
+@pytest.mark.parametrize('field, value', [
+    ('segmentation', []),                    # pycocotools: IndexError after the run
+    ('segmentation', {}),
+    ('segmentation', [[2.0, 2.0, 10.0, 2.0]]),  # four numbers: read as a box, TypeError
+    ('segmentation', [2.0, 2.0, 10.0, 2.0, 10.0, 10.0]),  # not a list of polygons
+    ('segmentation', {'size': [16, 16]}),    # an RLE without counts
+    ('area', float('nan')),                  # no error, but counted in every area range
+    ('area', float('inf')),
+    ('bbox', [2.0, 2.0, 8.0]),
+    ('bbox', [2.0, 2.0, 8.0, float('nan')]),
+])
+def test_annotations_coco_eval_cannot_use_are_refused_with_file_and_ids(tmp_path, field, value):
+    path = write_coco(tmp_path / 'instances_val.json', change=(2, field, value))
+    with pytest.raises(ValueError) as info:
+        MaskScoringCocoMetric(ann_file=path, metric=['bbox', 'segm'])
+    assert f"1 without a usable '{field}' (ids 3)" in str(info.value)
+
+
+def test_what_the_check_refuses_pycocotools_cannot_evaluate(tmp_path):
+    """The premise: COCOeval fails on such a segmentation after the whole run."""
+    from pycocotools import mask as mask_utils
+    from pycocotools.coco import COCO
+    from pycocotools.cocoeval import COCOeval
+    path = write_coco(tmp_path / 'val.json', change=(2, 'segmentation', []))
+    gt = COCO(path)
+    mask = np.zeros((16, 16), np.uint8)
+    mask[2:10, 2:10] = 1
+    rle = mask_utils.encode(np.asfortranarray(mask))
+    dt = gt.loadRes([dict(image_id=1, category_id=1, segmentation=rle, score=0.9)])
+    with pytest.raises(IndexError):
+        COCOeval(gt, dt, 'segm').evaluate()
+    MaskScoringCocoMetric(ann_file=write_coco(tmp_path / 'ok.json'), metric=['bbox', 'segm'])
 
 
 def test_format_only_and_mask_only_evaluation_need_less(tmp_path):
@@ -45,7 +82,7 @@ def test_format_only_and_mask_only_evaluation_need_less(tmp_path):
                           outfile_prefix=str(tmp_path / 'out'))
     path = write_coco(tmp_path / 'no_bbox.json', drop=(0, 'bbox'))
     MaskScoringCocoMetric(ann_file=path, metric='segm')
-    with pytest.raises(ValueError, match="without 'bbox'"):
+    with pytest.raises(ValueError, match="without a usable 'bbox'"):
         MaskScoringCocoMetric(path, metric='bbox')  # ann_file given by position
 
 
@@ -53,14 +90,15 @@ def test_box_only_evaluation_does_not_need_segmentations(tmp_path):
     path = write_coco(tmp_path / 'boxes.json', drop=(0, 'segmentation'))
     metric = MaskScoringCocoMetric(ann_file=path, metric='bbox')
     assert len(metric._coco_api.anns) == 3
-    with pytest.raises(ValueError, match="without 'segmentation'"):
+    with pytest.raises(ValueError, match="without a usable 'segmentation'"):
         MaskScoringCocoMetric(ann_file=path, metric='segm')
 
 
-def test_area_must_be_a_number():
-    anns = [dict(id=1, area=3.5), dict(id=2, area='12'), dict(id=3, area=True), dict(id=4)]
-    assert annotations_lacking(anns, ['area']) == {'area': [2, 3, 4]}
-    assert annotations_lacking(anns[:1], ['area']) == {}
+def test_area_must_be_a_finite_number():
+    anns = [dict(id=1, area=3.5), dict(id=2, area='12'), dict(id=3, area=True), dict(id=4),
+            dict(id=5, area=float('nan')), dict(id=6, area=7)]
+    assert unusable_fields(anns, ['area']) == {'area': [2, 3, 4, 5]}
+    assert unusable_fields(anns[:1], ['area']) == {}
 
 
 def test_a_label_outside_the_dataset_classes_is_named(tmp_path):

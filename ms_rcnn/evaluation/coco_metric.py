@@ -1,5 +1,6 @@
 """COCO metric that evaluates boxes and masks by their own scores."""
 import logging
+import math
 import numbers
 from typing import Dict, List, Optional, Sequence
 
@@ -22,8 +23,8 @@ class MaskScoringCocoMetric(CocoMetric):
     Takes the arguments of :class:`mmdet.evaluation.CocoMetric`.
 
     The annotation file is checked when the metric is built (before training starts): an
-    annotation without the fields COCOeval reads is refused with an error naming the file,
-    instead of a ``KeyError`` inside pycocotools after the whole run. Each evaluated image
+    annotation without a usable value of a field COCOeval reads is refused with an error
+    naming the file, instead of an error inside pycocotools after the whole run. Each evaluated image
     must be the file's image of the same id (same file name), so an evaluator left pointing at
     another dataset's file stops at the first batch instead of failing after the whole run or,
     where the ids overlap, reporting the AP of other images' ground truth.
@@ -33,8 +34,7 @@ class MaskScoringCocoMetric(CocoMetric):
         super().__init__(*args, **kwargs)
         self._ann_file = kwargs.get('ann_file', args[0] if args else None)
         if self._coco_api is not None and not self.format_only:
-            check_evaluable(self._coco_api.dataset.get('annotations', []), self._ann_file,
-                            self.metrics)
+            check_evaluable(self._coco_api, self._ann_file, self.metrics)
 
     def process(self, data_batch: dict, data_samples: Sequence[dict]) -> None:
         """Store each image's results, with box and mask scores kept apart.
@@ -135,50 +135,84 @@ class MaskScoringCocoMetric(CocoMetric):
                 f'classes (ms_rcnn.CheckedCocoDataset refuses this when the dataset is built).')
 
 
-def check_evaluable(annotations: List[dict], ann_file: str, metrics: Sequence[str]) -> None:
-    """Refuse ground truth that COCOeval would stop on with a bare ``KeyError``.
+def check_evaluable(coco, ann_file: str, metrics: Sequence[str]) -> None:
+    """Refuse ground truth that COCOeval would stop on, or silently miscount, after the run.
 
     Args:
-        annotations (list[dict]): The annotations of the file.
+        coco (pycocotools.coco.COCO): The loaded annotation file.
         ann_file (str): The file, for the message.
         metrics (Sequence[str]): The metrics to compute (``'bbox'``, ``'segm'``, ...).
 
     Raises:
-        BadDatasetError: Some annotation lacks a field these metrics read; names the file, the
-            fields and the annotation ids.
+        BadDatasetError: Some annotation of an image of the file lacks a field these metrics
+            read, or has one COCOeval cannot use (:func:`unusable_fields`); names the file,
+            the fields and the annotation ids.
     """
     needed = ['area', 'iscrowd']
     if {'bbox', 'proposal', 'proposal_fast'} & set(metrics):
         needed.append('bbox')
     if 'segm' in metrics:
         needed.append('segmentation')
-    lacking = annotations_lacking(annotations, needed)
-    if lacking:
+    annotations = [ann for ann in coco.dataset.get('annotations', [])
+                   if ann.get('image_id') in coco.imgs]  # COCOeval reads only these
+    unusable = unusable_fields(annotations, needed, coco)
+    if unusable:
         details = '; '.join(
-            f'{len(ids)} without {field!r} (ids {", ".join(map(str, ids[:5]))}'
-            f'{", ..." if len(ids) > 5 else ""})' for field, ids in lacking.items())
+            f'{len(ids)} without a usable {field!r} (ids {", ".join(map(str, ids[:5]))}'
+            f'{", ..." if len(ids) > 5 else ""})' for field, ids in unusable.items())
         raise BadDatasetError(
-            f'{ann_file}: COCO evaluation needs {", ".join(needed)} in every annotation: '
-            f'{details}. Fix the file (tools/check_dataset.py lists every problem; see '
-            f'docs/bad_data.md).')
+            f'{ann_file}: COCO evaluation needs a usable {", ".join(needed)} in every '
+            f'annotation: {details}. Fix the file (tools/check_dataset.py lists every problem; '
+            f'see docs/bad_data.md).')
 
 
-def annotations_lacking(annotations: List[dict], fields: Sequence[str]) -> Dict[str, list]:
-    """The ids of the annotations that lack each field (an ``area`` must be a number).
+def unusable_fields(annotations: List[dict], fields: Sequence[str], coco=None) -> Dict[str, list]:
+    """The ids of the annotations whose value of each field COCOeval cannot use.
+
+    A field is unusable when it is missing; an ``area`` also when it is not a finite number
+    (a NaN area falls in every area range), a ``bbox`` when it is not four finite numbers, a
+    ``segmentation`` when it is empty or pycocotools cannot turn it into a mask (checked with
+    ``coco.annToRLE``, as COCOeval converts it, where ``coco`` is given).
 
     Args:
         annotations (list[dict]): COCO annotations.
         fields (Sequence[str]): Fields every annotation must have.
+        coco (pycocotools.coco.COCO, optional): The file, holding the annotations' images.
 
     Returns:
-        dict: ``{field: [annotation ids]}`` for the fields some annotation lacks.
+        dict: ``{field: [annotation ids]}`` for the fields some annotation cannot use.
     """
-    lacking: Dict[str, list] = {}
+    unusable: Dict[str, list] = {}
     for ann in annotations:
         for field in fields:
-            value = ann.get(field)
-            if value is None or (field == 'area' and (not isinstance(value, numbers.Number)
-                                                      or isinstance(value, bool))):
-                lacking.setdefault(field, []).append(ann.get('id'))
-    return lacking
+            if not usable_field(ann, field, coco):
+                unusable.setdefault(field, []).append(ann.get('id'))
+    return unusable
 
+
+def usable_field(ann: dict, field: str, coco=None) -> bool:
+    """Whether COCOeval can use ``ann[field]`` (see :func:`unusable_fields`)."""
+    value = ann.get(field)
+    if value is None:
+        return False
+    if field == 'area':
+        return is_finite_number(value)
+    if field == 'bbox':
+        return (isinstance(value, (list, tuple)) and len(value) == 4
+                and all(map(is_finite_number, value)))
+    if field == 'segmentation':
+        if value in ([], {}):
+            return False
+        if coco is None:
+            return True
+        try:
+            coco.annToRLE(ann)
+        except Exception:  # whatever pycocotools raises on it, COCOeval would raise too
+            return False
+    return True
+
+
+def is_finite_number(value) -> bool:
+    """A real number that is neither a bool nor NaN nor infinite."""
+    return (isinstance(value, numbers.Real) and not isinstance(value, bool)
+            and math.isfinite(value))
