@@ -77,14 +77,29 @@ def image_records(coco: COCO, image_id: int, det_rles: List[dict], det_cats: Seq
     box_iou = np.full(num, np.nan) if det_boxes is None else best_box_ious(
         det_boxes, det_cats, np.asarray([a['bbox'] for a in anns]).reshape(-1, 4), gt_cats)
     return dict(
-        image_id=np.full(num, image_id),
-        category_id=np.asarray(det_cats, dtype=np.int64).reshape(num),
+        image_id=id_array([image_id] * num),
+        category_id=id_array(det_cats),
         bbox_score=np.asarray(bbox_scores, dtype=np.float64).reshape(num),
         mask_iou=(np.full(num, np.nan) if mask_ious is None else
                   np.asarray(mask_ious, dtype=np.float64).reshape(num)),
         mask_score=np.asarray(mask_scores, dtype=np.float64).reshape(num),
         true_iou=best_iou_of_class(det_rles, det_cats, gt_rles, gt_cats),
         box_iou=box_iou)
+
+
+def id_array(ids: Sequence) -> np.ndarray:
+    """COCO ids as an array: int64 for integer ids (also when there are none), else object
+    (string ids, which COCO files may use), so that :func:`plain_id` gives them back."""
+    if all(isinstance(i, (int, np.integer)) and not isinstance(i, bool) for i in ids):
+        return np.asarray(ids, dtype=np.int64).reshape(len(ids))
+    array = np.empty(len(ids), dtype=object)
+    array[:] = list(ids)
+    return array
+
+
+def plain_id(value):
+    """A record's id as the annotation file has it (a Python int or str)."""
+    return value.item() if isinstance(value, np.generic) else value
 
 
 def concat_records(records: List[Dict[str, np.ndarray]]) -> Dict[str, np.ndarray]:
@@ -104,7 +119,7 @@ def correlations(score: np.ndarray, truth: np.ndarray) -> Dict[str, float]:
 
 
 def segm_ap(coco: COCO, records: Dict[str, np.ndarray], rles: List[dict],
-            scores: np.ndarray) -> Dict[str, float]:
+            scores: np.ndarray, cat_ids: Optional[Sequence] = None) -> Dict[str, float]:
     """COCO segm AP, AP50 and AP75 of the detections ranked by ``scores``.
 
     Args:
@@ -112,23 +127,26 @@ def segm_ap(coco: COCO, records: Dict[str, np.ndarray], rles: List[dict],
         records (dict): Records of all detections (for image and category ids).
         rles (list[dict]): Detected masks, aligned with the records.
         scores (np.ndarray): The ranking score of each detection.
+        cat_ids (Sequence, optional): The categories to average over: the dataset's classes,
+            as ``MaskScoringCocoMetric`` does. Defaults to every category of the file.
 
     Returns:
         dict: ``AP``, ``AP50``, ``AP75`` (0 to 100): 0 without detections, NaN without
         ground truth either.
     """
+    cat_ids = coco.getCatIds() if cat_ids is None else list(cat_ids)
     if len(rles) == 0:
-        value = 0.0 if coco.getAnnIds(iscrowd=False) else float('nan')
+        value = 0.0 if coco.getAnnIds(catIds=cat_ids, iscrowd=False) else float('nan')
         return dict(AP=value, AP50=value, AP75=value)
     results = [
-        dict(image_id=int(i), category_id=int(c), segmentation=r, score=float(s))
+        dict(image_id=plain_id(i), category_id=plain_id(c), segmentation=r, score=float(s))
         for i, c, r, s in zip(records['image_id'], records['category_id'], rles, scores)
     ]
     with contextlib.redirect_stdout(io.StringIO()):
         dets = coco.loadRes(results)
         evaluator = COCOeval(coco, dets, 'segm')
-        evaluator.params.imgIds = sorted({int(i) for i in records['image_id']} |
-                                         set(coco.getImgIds()))
+        evaluator.params.imgIds = sorted(coco.getImgIds())  # the detections' images among them
+        evaluator.params.catIds = sorted(cat_ids)
         evaluator.evaluate()
         evaluator.accumulate()
         evaluator.summarize()
@@ -137,35 +155,50 @@ def segm_ap(coco: COCO, records: Dict[str, np.ndarray], rles: List[dict],
     return dict(AP=ap, AP50=ap50, AP75=ap75)
 
 
-def summarize(coco: COCO, records: Dict[str, np.ndarray], rles: List[dict]) -> dict:
+def summarize(coco: COCO, records: Dict[str, np.ndarray], rles: List[dict],
+              has_mask_iou_head: Optional[bool] = None,
+              cat_ids: Optional[Sequence] = None) -> dict:
     """The full report: correlations, MaskIoU error and the three rankings' segm AP.
 
-    Models without a MaskIoU head (NaN ``mask_iou``) get the classification-score rows and the
-    upper bound only.
+    Models without a MaskIoU head get the classification-score rows and the upper bound only.
+
+    Args:
+        coco (COCO): Ground truth.
+        records (dict): Records of all detections (see :data:`FIELDS`).
+        rles (list[dict]): Detected masks, aligned with the records.
+        has_mask_iou_head (bool, optional): Whether the model has a MaskIoU head. Defaults to
+            whether every detection has a predicted IoU (which cannot tell a model without a
+            head from one whose head predicts NaN everywhere, nor say anything without
+            detections).
+        cat_ids (Sequence, optional): The categories AP averages over (the dataset's
+            classes). Defaults to every category of the file.
 
     Raises:
-        ValueError: Some detections, but not all, have a NaN predicted IoU (a broken model,
-            not one without a MaskIoU head).
+        ValueError: A MaskIoU head predicted NaN (a broken model, not one without a head).
     """
     truth = records['true_iou']
     no_iou = np.isnan(records['mask_iou'])
-    if no_iou.any() and not no_iou.all():
+    if has_mask_iou_head is None:
+        has_mask_iou_head = len(truth) > 0 and not no_iou.all()
+    if has_mask_iou_head and no_iou.any():
         raise ValueError(f'the MaskIoU head predicted NaN for {int(no_iou.sum())} of '
                          f'{len(no_iou)} detections: the weights are broken (look for a '
                          f'non-finite loss in the training log)')
-    has_iou = len(truth) > 0 and not no_iou.any()
-    report = dict(num_detections=int(len(truth)), has_mask_iou_head=bool(has_iou),
+    has_iou = bool(has_mask_iou_head)
+
+    def ap(scores: np.ndarray) -> Dict[str, float]:
+        return segm_ap(coco, records, rles, scores, cat_ids)
+
+    report = dict(num_detections=int(len(truth)), has_mask_iou_head=has_iou,
                   correlation=dict(classification_score=correlations(records['bbox_score'],
                                                                      truth)),
-                  segm_ap=dict(by_classification_score=segm_ap(coco, records, rles,
-                                                               records['bbox_score'])))
+                  segm_ap=dict(by_classification_score=ap(records['bbox_score'])))
     if has_iou:
         report['correlation']['predicted_mask_iou'] = correlations(records['mask_iou'], truth)
         report['correlation']['mask_score'] = correlations(records['mask_score'], truth)
-        report['mask_iou_mae'] = float(np.abs(records['mask_iou'] - truth).mean())
-        report['segm_ap']['by_mask_score'] = segm_ap(coco, records, rles, records['mask_score'])
-    report['segm_ap']['by_classification_score_x_true_iou'] = segm_ap(
-        coco, records, rles, records['bbox_score'] * truth)
+        report['mask_iou_mae'] = mean_abs_error(records['mask_iou'], truth)
+        report['segm_ap']['by_mask_score'] = ap(records['mask_score'])
+    report['segm_ap']['by_classification_score_x_true_iou'] = ap(records['bbox_score'] * truth)
     box_iou = records.get('box_iou')
     if has_iou and box_iou is not None and not np.isnan(box_iou).all():
         report['matched'] = matched_summary(records)
@@ -188,8 +221,12 @@ def matched_summary(records: Dict[str, np.ndarray],
             classification_score=correlations(records['bbox_score'][keep], truth),
             predicted_mask_iou=correlations(records['mask_iou'][keep], truth),
             mask_score=correlations(records['mask_score'][keep], truth)),
-        mask_iou_mae=float(np.abs(records['mask_iou'][keep] - truth).mean())
-        if keep.any() else float('nan'))
+        mask_iou_mae=mean_abs_error(records['mask_iou'][keep], truth))
+
+
+def mean_abs_error(predicted: np.ndarray, truth: np.ndarray) -> float:
+    """Mean absolute difference; NaN (without a warning) when there is nothing to average."""
+    return float(np.abs(predicted - truth).mean()) if len(truth) else float('nan')
 
 
 def calibration_curve(predicted: np.ndarray, truth: np.ndarray,
@@ -207,14 +244,17 @@ def calibration_curve(predicted: np.ndarray, truth: np.ndarray,
     return curve
 
 
-def plot_report(records: Dict[str, np.ndarray], path: str, title: str = '') -> None:
+def plot_report(records: Dict[str, np.ndarray], path: str, title: str = '',
+                has_mask_iou_head: Optional[bool] = None) -> None:
     """Score against true IoU for the classification and mask scores, and a calibration curve
-    of predicted against true IoU, side by side, written to ``path`` (PNG)."""
+    of predicted against true IoU, side by side, written to ``path`` (PNG).
+    ``has_mask_iou_head`` as in :func:`summarize`."""
     import matplotlib
     matplotlib.use('Agg')
     import matplotlib.pyplot as plt
     truth = records['true_iou']
-    has_iou = len(truth) > 0 and not np.isnan(records['mask_iou']).any()
+    has_iou = (len(truth) > 0 and not np.isnan(records['mask_iou']).any()
+               if has_mask_iou_head is None else has_mask_iou_head)
     panels = 3 if has_iou else 1
     fig, axes = plt.subplots(1, panels, figsize=(5 * panels, 4.5), squeeze=False)
     axes = axes[0]
@@ -231,7 +271,7 @@ def plot_report(records: Dict[str, np.ndarray], path: str, title: str = '') -> N
         ax = axes[2]
         ax.plot([0, 1], [0, 1], 'k--', lw=1, label='ideal')
         ax.plot(curve['predicted'], curve['true'], 'o-', label='MaskIoU head')
-        mae = np.abs(records['mask_iou'] - truth).mean()
+        mae = mean_abs_error(records['mask_iou'], truth)
         ax.set(xlabel='predicted MaskIoU', ylabel='mean true IoU', xlim=(0, 1), ylim=(0, 1),
                title=f'calibration (MAE {mae:.3f})')
         ax.legend(loc='upper left')

@@ -1,7 +1,7 @@
 """High-level helpers: run a checkpoint over a test split, draw predictions, and infer."""
 import os
 import os.path as osp
-from typing import List, Optional, Tuple
+from typing import List, NamedTuple, Optional, Tuple
 
 import cv2
 import numpy as np
@@ -27,15 +27,19 @@ def build_test_loader(cfg: Config):
     return Runner.build_dataloader(loader_cfg)
 
 
-def predict_records(cfg: Config, checkpoint: str, device: str = 'cpu',
-                    progress: bool = True) -> Tuple[COCO, dict, List[dict], list]:
-    """Run the checkpoint over the test split and record every detection.
+class Predictions(NamedTuple):
+    """What :func:`predict_records` gives."""
+    coco: COCO  #: the ground truth
+    records: dict  #: every detection (see :data:`ms_rcnn.analysis.FIELDS`)
+    rles: List[dict]  #: the detected masks, aligned with the records
+    samples: list  #: the data samples of the first 8 images (on the CPU), for drawing
+    cat_ids: list  #: the dataset's category ids, in label order
+    has_mask_iou_head: bool  #: whether the model predicts ``mask_ious``
 
-    Returns:
-        tuple: the ground truth (COCO), the records (see :data:`ms_rcnn.analysis.FIELDS`), the
-        detected masks as RLEs (aligned with the records), and the data samples of the first 8
-        images (predictions on the CPU) for drawing.
-    """
+
+def predict_records(cfg: Config, checkpoint: str, device: str = 'cpu',
+                    progress: bool = True) -> Predictions:
+    """Run the checkpoint over the test split and record every detection."""
     model = init_detector(cfg, checkpoint, device=device)  # safe loading via ms_rcnn
     check_checkpoint_fits(model, None, checkpoint)
     loader = build_test_loader(cfg)
@@ -44,8 +48,9 @@ def predict_records(cfg: Config, checkpoint: str, device: str = 'cpu',
         raise ValueError('the test dataset must be a COCO-style dataset with an ann_file')
     coco = COCO(dataset.ann_file)
     check_evaluable(coco, dataset.ann_file, ['bbox', 'segm'])
-    cat_ids = dataset.cat_ids
+    cat_ids = list(dataset.cat_ids)
     records, rles, kept = [], [], []
+    has_head = False
     with torch.no_grad():
         for data in tqdm(loader, desc='inference', disable=not progress):
             for sample in model.test_step(data):
@@ -53,7 +58,8 @@ def predict_records(cfg: Config, checkpoint: str, device: str = 'cpu',
                 masks = pred.masks.numpy().astype(np.uint8)
                 img_rles = [mask_utils.encode(np.asfortranarray(m)) for m in masks]
                 cats = [cat_ids[int(label)] for label in pred.labels]
-                has_iou = 'mask_ious' in pred
+                has_iou = 'mask_ious' in pred  # ours sets it on images without detections too
+                has_head |= has_iou
                 records.append(image_records(
                     coco, sample.img_id, img_rles, cats,
                     (pred.bbox_scores if has_iou else pred.scores).numpy(),
@@ -62,7 +68,7 @@ def predict_records(cfg: Config, checkpoint: str, device: str = 'cpu',
                 rles += img_rles
                 if len(kept) < 8:
                     kept.append(sample.cpu())
-    return coco, concat_records(records), rles, kept
+    return Predictions(coco, concat_records(records), rles, kept, cat_ids, has_head)
 
 
 def analyse_checkpoint(config: str, checkpoint: str, out_dir: str,
@@ -82,15 +88,18 @@ def analyse_checkpoint(config: str, checkpoint: str, out_dir: str,
         dict: The summary (also written to ``out_dir/summary.json``), with the output paths.
     """
     cfg = load_config(config, data_root=data_root)
-    coco, records, rles, samples = predict_records(cfg, checkpoint, device, progress)
-    report = summarize(coco, records, rles)
+    predictions = predict_records(cfg, checkpoint, device, progress)
+    records = predictions.records
+    report = summarize(predictions.coco, records, predictions.rles,
+                       predictions.has_mask_iou_head, predictions.cat_ids)
     os.makedirs(out_dir, exist_ok=True)
     report['figure'] = osp.join(out_dir, 'analysis.png')
     report['summary'] = osp.join(out_dir, 'summary.json')
     report['config'], report['checkpoint'] = config, checkpoint
-    plot_report(records, report['figure'], title=osp.basename(config))
+    plot_report(records, report['figure'], title=osp.basename(config),
+                has_mask_iou_head=predictions.has_mask_iou_head)
     write_json(report['summary'], report)
-    report['_samples'] = samples
+    report['_samples'] = predictions.samples
     return report
 
 

@@ -154,6 +154,52 @@ def test_a_nan_predicted_iou_is_refused_not_taken_for_a_missing_head():
         A.summarize(coco, records, rles)
 
 
+def test_a_head_that_predicts_nan_everywhere_is_refused_when_the_model_has_one(tmp_path):
+    """All NaN looks like a model without a head; the caller who knows says otherwise."""
+    coco = gt_coco({1: [(1, GT)]})
+    records, rles = records_for(coco, [(1, 1, GT.copy(), 0.9, float('nan')),
+                                       (1, 1, HALF_OFF.copy(), 0.5, float('nan'))])
+    with pytest.raises(ValueError, match='predicted NaN for 2 of 2 detections'):
+        A.summarize(coco, records, rles, has_mask_iou_head=True)
+    assert not A.summarize(coco, records, rles)['has_mask_iou_head']  # inferred: no head
+
+
+def test_a_model_with_a_head_and_no_detection_keeps_its_rows(tmp_path):
+    coco = gt_coco({1: [(1, GT)]})
+    report = A.summarize(coco, A.concat_records([]), [], has_mask_iou_head=True)
+    assert report['has_mask_iou_head'] and report['num_detections'] == 0
+    assert report['segm_ap']['by_mask_score'] == dict(AP=0.0, AP50=0.0, AP75=0.0)
+    assert math.isnan(report['mask_iou_mae'])
+    assert math.isnan(report['correlation']['predicted_mask_iou']['pearson'])
+    A.plot_report(A.concat_records([]), str(tmp_path / 'fig.png'), has_mask_iou_head=True)
+    assert (tmp_path / 'fig.png').stat().st_size > 1000
+
+
+def test_ap_averages_over_the_given_categories_only():
+    """A model of class 1 only, on a file that also has class 2: the metric's AP is over the
+    dataset's classes, so the analysis' is too when it is given them."""
+    coco = gt_coco({1: [(1, GT), (2, square(10, 10, 20, 20))]})
+    records, rles = records_for(coco, [(1, 1, GT.copy(), 0.9, 0.9)])
+    everything = A.summarize(coco, records, rles)
+    mine = A.summarize(coco, records, rles, cat_ids=[1])
+    assert everything['segm_ap']['by_mask_score']['AP'] == pytest.approx(50.0)
+    assert mine['segm_ap']['by_mask_score']['AP'] == pytest.approx(100.0)
+    assert A.segm_ap(coco, A.concat_records([]), [], np.zeros(0), cat_ids=[1])['AP'] == 0.0
+
+
+def test_string_image_ids_are_kept_as_they_are():
+    """COCO files may use string ids (the dataset checks accept them)."""
+    coco = gt_coco({'img_a': [(1, GT)], 'img_b': [(2, GT)]})
+    records, rles = records_for(coco, [('img_a', 1, GT.copy(), 0.9, 0.9),
+                                       ('img_b', 2, HALF_OFF.copy(), 0.8, 0.5)])
+    assert records['image_id'].tolist() == ['img_a', 'img_b']
+    assert records['category_id'].dtype == np.int64
+    report = A.summarize(coco, records, rles)
+    # Class 1: perfect (AP 100); class 2: IoU 0.5 (a hit at 0.5 only: AP 10).
+    assert report['segm_ap']['by_mask_score']['AP'] == pytest.approx(55.0)
+    assert report['segm_ap']['by_mask_score']['AP50'] == pytest.approx(100.0)
+
+
 def test_reports_are_written_as_strict_json(tmp_path):
     import json
     from ms_rcnn.utils.json_report import write_json
@@ -339,7 +385,9 @@ def test_predict_records_maps_labels_scores_and_true_iou(toy_root, tmp_path, mon
     monkeypatch.setattr(apis, 'init_detector', lambda cfg, ckpt, device: stub)
     monkeypatch.setattr(apis, 'check_checkpoint_fits', lambda *args: None)
 
-    _, records, rles, kept = apis.predict_records(cfg, 'unused.pth', progress=False)
+    predictions = apis.predict_records(cfg, 'unused.pth', progress=False)
+    records, rles, kept = predictions.records, predictions.rles, predictions.samples
+    assert predictions.cat_ids == [7, 3] and predictions.has_mask_iou_head == with_mask_iou
 
     got = list(zip(records['image_id'].tolist(), records['category_id'].tolist(),
                    records['bbox_score'].tolist(), records['mask_iou'].tolist(),
