@@ -179,6 +179,24 @@ def test_temporaries_of_dead_writers_are_removed_by_the_next_write(tmp_path):
     assert not stale.exists() and alive.exists() and other.exists()
 
 
+def test_a_name_as_long_as_open_takes_is_written_and_its_stale_files_found(tmp_path):
+    """The temporary file's name adds host, pid and a random part: a long name is hashed."""
+    from ms_rcnn.engine.atomic_io import _tmp_prefix
+    name = 'm' * 240 + '.json'
+    with open(tmp_path / name, 'w') as f:  # the premise: the file system takes the name
+        f.write('plain')
+    dead = subprocess.Popen([PY, '-c', 'pass'])
+    dead.wait()
+    prefix = _tmp_prefix(name)
+    assert len(prefix) < 120 and prefix != _tmp_prefix('n' * 240 + '.json')
+    stale = tmp_path / f'{prefix}{dead.pid}.abc123.tmp'
+    stale.write_bytes(b'partial')
+    atomic_write(tmp_path / name, 'atomic')
+    assert (tmp_path / name).read_text() == 'atomic'
+    assert sorted(os.listdir(tmp_path)) == [name]
+    assert _tmp_prefix('epoch_2.pth').startswith('.epoch_2.pth.')  # short names stay readable
+
+
 SAVE_UNDER_LIMIT = r'''
 import resource, signal, sys
 import torch

@@ -24,11 +24,13 @@ reads.
   ``max_keep_ckpts=1`` a crash while saving left no checkpoint at all and a pointer naming a
   deleted file.
 
-Interrupted writes leave ``.<name>.<host>.<pid>.<random>.tmp`` files; the next successful write
-of the same name removes those whose process (on this host) is gone.
+Interrupted writes leave ``.<name>.<host>.<pid>.<random>.tmp`` files (a hash in place of a name
+too long for that); the next successful write of the same name removes those whose process (on
+this host) is gone.
 """
 import builtins
 import glob
+import hashlib
 import os
 import os.path as osp
 import socket
@@ -53,8 +55,20 @@ def _current_umask() -> int:
 _UMASK = _current_umask()
 
 
+#: Longest file name most file systems take (bytes), and the room a temporary file's name
+#: needs beyond its prefix: the pid, ``mkstemp``'s random part and the suffix.
+_NAME_MAX = 255
+_TMP_ROOM = 32
+
+
 def _tmp_prefix(name: str) -> str:
-    return f'.{name}.{socket.gethostname()}.'
+    """``.<name>.<host>.``; a name too long to leave room for the rest is replaced by a hash of
+    it, so that any name ``open`` takes can be written (and its own stale files found)."""
+    host = socket.gethostname()
+    prefix = f'.{name}.{host}.'
+    if len(os.fsencode(prefix)) + _TMP_ROOM <= _NAME_MAX:
+        return prefix
+    return f'.{hashlib.sha256(os.fsencode(name)).hexdigest()[:24]}.{host}.'
 
 
 def _fsync_dir(dirname: str) -> None:
