@@ -5,6 +5,7 @@ import io
 import os
 import pathlib
 import pickle
+import re
 import shlex
 import shutil
 import subprocess
@@ -35,6 +36,17 @@ class TestVersionCheck:
             dict(mmcv='2.2.0', mmengine='0.10.7', mmdet=None))
         assert problems == ['mmcv 2.2.0 is installed (need >=2.0.0,<2.2.0)',
                             'mmdet is not installed (need >=3.3.0,<3.4.0)']
+
+    @pytest.mark.parametrize('found, supported', [
+        ('2.1.0', True), ('2.0.0', True), ('2.1.0.post1', True), ('2.1.1rc1', True),
+        ('2.2.0rc1', False), ('2.2.0.dev0', False), ('2.2.0', False), ('1.7.2', False),
+        ('2.0.0rc4', False),  # a pre-release of the lowest is below it
+        ('weird-version', False)])
+    def test_versions_are_read_as_pip_reads_the_requirements(self, found, supported):
+        problems = compat.unsupported_packages(dict(mmcv=found, mmengine='0.10.7',
+                                                    mmdet='3.3.0'))
+        assert problems == ([] if supported else
+                            [f'mmcv {found} is installed (need >=2.0.0,<2.2.0)'])
 
     def test_check_raises_with_install_hint(self, monkeypatch):
         monkeypatch.setattr(compat, 'installed_versions',
@@ -189,6 +201,21 @@ class TestSafeCheckpoints:
         path.write_bytes(data[:len(data) // 2])
         with pytest.raises(NotACheckpointError, match=f'{path} is truncated or damaged'):
             load_local_checkpoint(str(path))
+
+    def test_an_empty_file_or_a_directory_is_called_what_it_is(self, tmp_path):
+        empty = tmp_path / 'epoch_2.pth'
+        empty.write_bytes(b'')
+        with pytest.raises(NotACheckpointError, match=re.escape(
+                f'checkpoint {empty} is empty (0 bytes): a save or copy that was cut short')):
+            load_local_checkpoint(str(empty))
+        folder = tmp_path / 'epoch_1.pth'
+        folder.mkdir()
+        with pytest.raises(FileNotFoundError, match=re.escape(
+                f'checkpoint {folder} is a directory, not a checkpoint file')):
+            load_local_checkpoint(str(folder))
+        with pytest.raises(FileNotFoundError, match=re.escape(
+                f'checkpoint {tmp_path / "none.pth"} does not exist')):
+            load_local_checkpoint(str(tmp_path / 'none.pth'))
 
     def test_a_file_torch_did_not_write_is_named(self, tmp_path):
         path = tmp_path / 'instances_val.json'

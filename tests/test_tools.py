@@ -146,11 +146,14 @@ def test_resume_refuses_a_checkpoint_of_another_model(without_mask_iou_head, toy
     assert 'Traceback' not in proc.stderr
 
 
-def test_test_tool_names_a_missing_checkpoint(toy_root, tmp_path):
-    proc = subprocess.run([PY, 'tools/test.py', TOY_CONFIG, str(tmp_path / 'none.pth')],
+@pytest.mark.parametrize('name, reason', [('none.pth', 'does not exist'),
+                                          ('wd', 'is a directory, not a checkpoint file')])
+def test_test_tool_names_a_missing_checkpoint(toy_root, tmp_path, name, reason):
+    (tmp_path / 'wd').mkdir()
+    proc = subprocess.run([PY, 'tools/test.py', TOY_CONFIG, str(tmp_path / name)],
                           cwd=REPO_ROOT, capture_output=True, text=True)
     assert proc.returncode == 1
-    assert proc.stderr.strip() == f"error: checkpoint {tmp_path / 'none.pth'} does not exist"
+    assert proc.stderr.strip() == f"error: checkpoint {tmp_path / name} {reason}"
 
 
 @pytest.mark.parametrize('args, message', [

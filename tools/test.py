@@ -9,6 +9,7 @@ from mmengine.runner import Runner
 
 import ms_rcnn  # noqa: F401  registers modules and the safe checkpoint loader
 from ms_rcnn.engine import CheckpointFitHook
+from ms_rcnn.utils.checkpoint import missing_file_reason
 from ms_rcnn.utils.cli import run_tool
 from ms_rcnn.utils.config import load_config
 from mmdet.engine.hooks.utils import trigger_visualization_hook
@@ -40,7 +41,8 @@ def main(argv=None):
     args = parse_args(argv)
     setup_cache_size_limit_of_dynamo()
     if '://' not in args.checkpoint and not osp.isfile(args.checkpoint):
-        raise SystemExit(f'error: checkpoint {args.checkpoint} does not exist')
+        raise SystemExit(f'error: checkpoint {args.checkpoint} '
+                         f'{missing_file_reason(args.checkpoint)}')
     cfg = load_config(args.config, args.cfg_options, args.data_root, args.work_dir,
                       args.launcher)
     cfg.load_from = args.checkpoint

@@ -10,6 +10,7 @@ from mmengine.runner import Runner, find_latest_checkpoint
 
 import ms_rcnn  # noqa: F401  registers modules and the safe checkpoint loader
 from ms_rcnn.engine import CheckpointFitHook
+from ms_rcnn.utils.checkpoint import missing_file_reason
 from ms_rcnn.utils.cli import run_tool
 from ms_rcnn.utils.config import (check_pretrained_weights_loadable, evaluator_mismatches,
                                   load_config, shorten_training)
@@ -78,7 +79,8 @@ def build_config(args) -> Config:
                   file=sys.stderr)
     elif args.resume is not None:
         if '://' not in args.resume and not os.path.isfile(args.resume):
-            raise SystemExit(f'error: --resume: checkpoint {args.resume} does not exist')
+            raise SystemExit(f'error: --resume: checkpoint {args.resume} '
+                             f'{missing_file_reason(args.resume)}')
         cfg.resume = True
         cfg.load_from = args.resume
     return cfg

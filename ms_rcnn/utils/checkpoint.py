@@ -79,10 +79,20 @@ class CheckpointMismatchError(ValueError):
     """A checkpoint lacks parameters of the model it is loaded into, or has other shapes."""
 
 
+def missing_file_reason(path: str) -> str:
+    """Why ``path`` is no file to load: ``'does not exist'`` or ``'is a directory, ...'``."""
+    if os.path.isdir(path):
+        return 'is a directory, not a checkpoint file'
+    return 'does not exist'
+
+
 def check_is_torch_file(filename: str) -> bytes:
     """Refuse a file that ``torch.save`` did not write, by its first bytes; return them."""
     with open(filename, 'rb') as f:
         head = f.read(4)
+    if not head:
+        raise NotACheckpointError(f'checkpoint {filename} is empty (0 bytes): a save or copy '
+                                  f'that was cut short; save or copy it again')
     if not head.startswith(CHECKPOINT_MAGIC):
         raise NotACheckpointError(
             f'{filename} is not a PyTorch checkpoint (it starts with {head!r}, not with the '
@@ -101,14 +111,14 @@ def load_local_checkpoint(filename: str, map_location=None) -> Any:
         The loaded object.
 
     Raises:
-        FileNotFoundError: The file does not exist.
-        NotACheckpointError: The file is not one ``torch.save`` wrote, or is cut short.
+        FileNotFoundError: The file does not exist (or is a directory).
+        NotACheckpointError: The file is not one ``torch.save`` wrote, is empty or cut short.
         UnsafeCheckpointError: The file holds types outside the allowlist; the message names
             them and how to load a trusted file.
     """
     filename = os.path.expanduser(filename)
     if not os.path.isfile(filename):
-        raise FileNotFoundError(f'checkpoint {filename} does not exist')
+        raise FileNotFoundError(f'checkpoint {filename} {missing_file_reason(filename)}')
     head = check_is_torch_file(filename)
     try:
         return torch.load(filename, map_location=map_location, weights_only=True)

@@ -1,7 +1,8 @@
 """Checks that the installed OpenMMLab stack is one ms_rcnn supports."""
 from importlib.metadata import PackageNotFoundError, version
 
-from packaging.version import Version
+from packaging.specifiers import SpecifierSet
+from packaging.version import InvalidVersion, Version
 
 #: Supported ranges, [lowest, first unsupported), kept in step with requirements.txt.
 SUPPORTED = {
@@ -31,9 +32,19 @@ def unsupported_packages(installed: dict) -> list:
         found = installed.get(name)
         if found is None:
             problems.append(f'{name} is not installed (need >={low},<{high})')
-        elif not Version(low) <= Version(found) < Version(high):
+        elif not in_range(found, low, high):
             problems.append(f'{name} {found} is installed (need >={low},<{high})')
     return problems
+
+
+def in_range(found: str, low: str, high: str) -> bool:
+    """Whether version ``found`` satisfies ``>=low,<high`` as pip reads it: a pre-release or
+    development release of ``high`` (``2.2.0rc1``) is not below it; no version string is not."""
+    try:
+        Version(found)
+    except InvalidVersion:
+        return False
+    return SpecifierSet(f'>={low},<{high}').contains(found, prereleases=True)
 
 
 def installed_versions() -> dict:
