@@ -112,7 +112,10 @@ class CheckedCocoDataset(CocoDataset):
 
     Attributes:
         clean_report (CleanReport | None): What the checks found and did.
-        skipped_images (set[str]): Images skipped in training by this process.
+        skipped_images (set[str]): Images skipped in training by this process. Each
+            dataloader worker holds its own copy (the main process's stays empty when workers
+            load the data), and workers that are not persistent start every epoch with an
+            empty one: the warning is given once per file in each worker, per epoch then.
     """
 
     def __init__(self, *args: Any, check_annotations: bool = True,
