@@ -141,9 +141,15 @@ def test_launchers_do_not_pin_a_cuda_device_without_one(monkeypatch):
         monkeypatch.setenv(key, value)
     with pytest.warns(UserWarning, match='backend is gloo instead of nccl'):
         dist_utils._init_dist_slurm('nccl')  # the default of mmdet's configs needs GPUs
-    assert calls == [('gloo', {}), ('gloo', {})]
     assert (os.environ['RANK'], os.environ['WORLD_SIZE'], os.environ['LOCAL_RANK']) == \
         ('1', '2', '1')
+    for key, value in dict(OMPI_COMM_WORLD_LOCAL_RANK='1', OMPI_COMM_WORLD_SIZE='4',
+                           OMPI_COMM_WORLD_RANK='3').items():
+        monkeypatch.setenv(key, value)
+    with pytest.warns(UserWarning, match='backend is gloo instead of nccl'):
+        dist_utils._init_dist_mpi('nccl')  # what `--launcher mpi` runs under mpirun
+    assert (os.environ['RANK'], os.environ['WORLD_SIZE']) == ('3', '4')
+    assert calls == [('gloo', {}), ('gloo', {}), ('gloo', {})]
     assert torch.cuda.set_device.__module__ == 'torch.cuda'  # restored after the call
 
 

@@ -1,8 +1,8 @@
-"""Let mmengine 0.10's ``pytorch`` and ``slurm`` launchers run on machines without a GPU (gloo).
+"""Let mmengine 0.10's ``pytorch``, ``slurm`` and ``mpi`` launchers run without a GPU (gloo).
 
 Two places in mmengine 0.10.7 assume CUDA when a launcher is used:
 
-- ``mmengine.dist.utils._init_dist_pytorch`` and ``_init_dist_slurm`` call
+- ``mmengine.dist.utils._init_dist_pytorch``, ``_init_dist_slurm`` and ``_init_dist_mpi`` call
   ``torch.cuda.set_device(local_rank)`` before ``init_process_group``: on a CPU build of torch
   that raises ``AttributeError: module 'torch._C' has no attribute '_cuda_setDevice'``
   (``RuntimeError`` on a CUDA build without a GPU);
@@ -82,6 +82,7 @@ def enable_cpu_distributed() -> None:
 
     dist_utils._init_dist_pytorch = _cpu_aware(dist_utils._init_dist_pytorch)
     dist_utils._init_dist_slurm = _cpu_aware(dist_utils._init_dist_slurm)
+    dist_utils._init_dist_mpi = _cpu_aware(dist_utils._init_dist_mpi)
 
     ddp_cls = wrappers.MMDistributedDataParallel
     ddp_init = ddp_cls.__init__
