@@ -204,14 +204,15 @@ def test_reports_are_written_as_strict_json(tmp_path):
     import json
     from ms_rcnn.utils.json_report import write_json
     report = dict(ap=dict(AP=float('nan'), AP50=np.float32(50.5)), counts=np.array([1, 2]),
-                  pair=(float('inf'), -float('inf')), name='x', ok=True, none=None)
+                  pair=(float('inf'), -float('inf')), name='x', ok=True, none=None,
+                  per_category={np.int64(7): 1.5})
     path = tmp_path / 'out' / 'report.json'
     write_json(str(path), report)
     text = path.read_text()
     assert 'NaN' not in text and 'Infinity' not in text
     assert json.loads(text, parse_constant=lambda token: pytest.fail(token)) == dict(
         ap=dict(AP=None, AP50=50.5), counts=[1, 2], pair=[None, None], name='x', ok=True,
-        none=None)
+        none=None, per_category={'7': 1.5})
     assert [p.name for p in path.parent.iterdir()] == ['report.json']  # no temporary file left
 
 

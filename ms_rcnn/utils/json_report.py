@@ -13,7 +13,8 @@ def json_safe(value: Any) -> Any:
 
     Python's ``json`` writes NaN and infinity as the bare tokens ``NaN``/``Infinity``, which
     strict JSON readers (``jq``, JavaScript, most other languages) refuse; ``null`` is what
-    they read as "no value". Tuples become lists, as ``json`` writes them anyway.
+    they read as "no value". Tuples become lists, as ``json`` writes them anyway; numpy dict
+    keys become Python ones (``json`` refuses ``np.int64`` keys).
 
     Args:
         value: Nested dicts, lists and tuples of numbers, strings, booleans and None, and numpy
@@ -23,7 +24,8 @@ def json_safe(value: Any) -> Any:
         The same structure, ready for ``json.dumps(..., allow_nan=False)``.
     """
     if isinstance(value, dict):
-        return {key: json_safe(item) for key, item in value.items()}
+        return {key.item() if isinstance(key, np.generic) else key: json_safe(item)
+                for key, item in value.items()}
     if isinstance(value, (list, tuple)):
         return [json_safe(item) for item in value]
     if isinstance(value, np.ndarray):
