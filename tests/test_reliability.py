@@ -129,6 +129,7 @@ def test_import_installs_the_atomic_backends():
                       AtomicHardDiskBackend)
     from mmengine.hooks import checkpoint_hook
     assert checkpoint_hook.CheckpointHook._save_checkpoint_with_step is save_then_prune
+    assert checkpoint_hook.CheckpointHook._save_best_checkpoint._ms_rcnn_save_first
 
 
 def test_atomic_write_replaces_content_and_keeps_mode_and_symlinks(tmp_path):
@@ -584,6 +585,35 @@ def test_checkpoint_hook_saves_before_it_prunes(tmp_path):
         hook._save_checkpoint_with_step(runner, 3, meta={})
     assert sorted(os.listdir(work_dir)) == ['epoch_2.pth', 'last_checkpoint']
     assert pointer(work_dir) == osp.join(work_dir, 'epoch_2.pth')
+
+
+def test_checkpoint_hook_saves_the_new_best_before_it_removes_the_old_one(tmp_path):
+    """mmengine deleted the previous best checkpoint before saving the new one; a crash while
+    saving then left no best checkpoint at all."""
+    from mmengine.hooks import CheckpointHook
+    work_dir = str(tmp_path)
+    runner = _SavingRunner(work_dir)
+    hook = CheckpointHook(interval=1, max_keep_ckpts=1, save_best='segm_mAP', rule='greater')
+    hook.before_train(runner)
+
+    def evaluate(epoch, score):
+        runner.epoch = runner.iter = epoch
+        hook._save_checkpoint_with_step(runner, epoch, meta={})
+        hook._save_best_checkpoint(runner, dict(segm_mAP=score))
+
+    evaluate(1, 0.3)
+    evaluate(2, 0.5)  # better: the old best goes, after the new one is saved
+    assert sorted(os.listdir(work_dir)) == ['best_segm_mAP_epoch_2.pth', 'epoch_2.pth',
+                                            'last_checkpoint']
+    evaluate(3, 0.4)  # worse: the best stays
+    assert sorted(os.listdir(work_dir)) == ['best_segm_mAP_epoch_2.pth', 'epoch_3.pth',
+                                            'last_checkpoint']
+    runner.epoch = runner.iter = 4
+    runner.crash = True
+    with pytest.raises(OSError, match='No space left'):
+        hook._save_best_checkpoint(runner, dict(segm_mAP=0.6))
+    assert sorted(os.listdir(work_dir)) == ['best_segm_mAP_epoch_2.pth', 'epoch_3.pth',
+                                            'last_checkpoint']  # the old best is kept
 
 
 # ------------------------------------------------------------------------------------------

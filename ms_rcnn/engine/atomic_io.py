@@ -23,12 +23,15 @@ reads.
   the checkpoints beyond ``max_keep_ckpts`` *before* saving the new one, so with
   ``max_keep_ckpts=1`` a crash while saving left no checkpoint at all and a pointer naming a
   deleted file.
+- ``CheckpointHook`` deletes the previous best checkpoint only after saving the new one
+  (:func:`save_best_then_remove`); mmengine deletes it first.
 
 Interrupted writes leave ``.<name>.<host>.<pid>.<random>.tmp`` files (a hash in place of a name
 too long for that); the next successful write of the same name removes those whose process (on
 this host) is gone.
 """
 import builtins
+import functools
 import glob
 import hashlib
 import os
@@ -179,7 +182,8 @@ def install_atomic_checkpoint_writes() -> None:
       plain paths) and :class:`AtomicHardDiskBackend` as ``FileClient``'s ``'disk'`` backend,
       dropping cached instances of the plain ones;
     - replaces ``CheckpointHook._save_checkpoint_with_step`` with :func:`save_then_prune`,
-      which writes the ``last_checkpoint`` pointer with :func:`atomic_write`.
+      which writes the ``last_checkpoint`` pointer with :func:`atomic_write`;
+    - wraps ``CheckpointHook._save_best_checkpoint`` with :func:`save_best_then_remove`.
     """
     from mmengine.fileio import io as mm_io
     from mmengine.hooks import checkpoint_hook
@@ -191,6 +195,9 @@ def install_atomic_checkpoint_writes() -> None:
     if not issubclass(FileClient._backends.get('disk', object), AtomicHardDiskBackend):
         FileClient._register_backend('disk', AtomicHardDiskBackend, force=True, prefixes='')
     checkpoint_hook.CheckpointHook._save_checkpoint_with_step = save_then_prune
+    best = checkpoint_hook.CheckpointHook._save_best_checkpoint
+    if not getattr(best, '_ms_rcnn_save_first', False):
+        checkpoint_hook.CheckpointHook._save_best_checkpoint = save_best_then_remove(best)
 
 
 def save_then_prune(hook, runner, step: int, meta: dict) -> None:
@@ -230,3 +237,49 @@ def save_then_prune(hook, runner, step: int, meta: dict) -> None:
             hook.file_backend.remove(old)
         elif hook.file_backend.isdir(old):  # checkpoints saved by deepspeed are directories
             hook.file_backend.rmtree(old)
+
+
+class _DeferredRemovals:
+    """A file backend whose ``remove`` and ``rmtree`` only record their path."""
+
+    def __init__(self, backend):
+        self._backend = backend
+        self.paths = []
+
+    def remove(self, path) -> None:
+        self.paths.append(('remove', path))
+
+    def rmtree(self, path) -> None:
+        self.paths.append(('rmtree', path))
+
+    def __getattr__(self, name: str):
+        return getattr(self._backend, name)
+
+
+def save_best_then_remove(save_best):
+    """``CheckpointHook._save_best_checkpoint`` that deletes the previous best checkpoint only
+    after the new one is saved.
+
+    mmengine 0.10 deletes the previous best first, so a crash (or a full disk) while saving the
+    new best left no best checkpoint at all. Here every deletion the hook asks for during the
+    call is carried out once the call has returned, except of a path that is a best
+    checkpoint again; if the call raises, nothing is deleted.
+    """
+
+    @functools.wraps(save_best)
+    def wrapper(hook, runner, metrics) -> None:
+        backend = hook.file_backend
+        deferred = _DeferredRemovals(backend)
+        hook.file_backend = deferred
+        try:
+            save_best(hook, runner, metrics)
+        finally:
+            hook.file_backend = backend
+        current = {getattr(hook, 'best_ckpt_path', None),
+                   *getattr(hook, 'best_ckpt_path_dict', {}).values()}
+        for method, path in deferred.paths:
+            if path not in current:
+                getattr(backend, method)(path)
+
+    wrapper._ms_rcnn_save_first = True
+    return wrapper
