@@ -283,6 +283,25 @@ def test_an_unusable_image_is_one_line_from_a_dataloader_worker_too(toy, monkeyp
         run_tool(main)
 
 
+def test_a_dataset_left_without_images_stops_when_it_is_built(toy):
+    """mmengine would stop later with a bare 'need at least one array to concatenate'."""
+    ann_file = osp.join(toy, 'annotations', 'instances_train.json')
+    with open(ann_file) as f:
+        data = json.load(f)
+    with open(ann_file, 'w') as f:
+        json.dump(dict(data, annotations=[]), f)
+    with pytest.raises(BadDatasetError, match=re.escape(
+            "filter_cfg {'filter_empty_gt': True} leaves out all 4 images (with "
+            "filter_empty_gt, only images with an annotation of the classes ('disc', 'star') "
+            "are kept)")):
+        CheckedCocoDataset(**dataset_kwargs(toy))  # filter_empty_gt=True, as in training
+    assert len(CheckedCocoDataset(**dataset_kwargs(toy, test_mode=True))) == 4
+    with open(ann_file, 'w') as f:
+        json.dump(dict(data, images=[], annotations=[]), f)
+    with pytest.raises(BadDatasetError, match='instances_train.json: the file lists no images'):
+        CheckedCocoDataset(**dataset_kwargs(toy, test_mode=True))
+
+
 # ----------------------------------------------------------------------------- the loss hook
 
 class _Runner:

@@ -538,6 +538,33 @@ def test_config_heads_that_disagree_with_the_classes_are_refused(two_class_datas
         written['config_errors'][0]
 
 
+def test_a_dataset_left_without_images_is_an_error(two_class_dataset, tmp_path, capsys):
+    """Training would stop on it with a bare ValueError from mmengine; the checker said OK."""
+    annotations = two_class_dataset / 'annotations'
+    val = json.loads((annotations / 'val.json').read_text())
+    write_json(annotations / 'empty.json', dict(val, images=[], annotations=[]))
+    report = tmp_path / 'report.json'
+    assert cd.main([str(annotations / 'empty.json'), '--skip-images', '--json',
+                    str(report)]) == 1
+    assert 'error    the file lists no images, so the dataset would be empty' in \
+        capsys.readouterr().out
+    assert json.loads(report.read_text())['reports'][0]['dataset_errors'] == [
+        'the file lists no images, so the dataset would be empty']
+    # Training keeps only images with an annotation of the classes: here none has one.
+    write_json(annotations / 'train.json', dict(val, annotations=[]))
+    config = write_config(tmp_path, (
+        f'data_root = {str(two_class_dataset) + "/"!r}\n'
+        'train_dataloader = dict(dataset=dict(type="ms_rcnn.CheckedCocoDataset",\n'
+        '    data_root=data_root, metainfo=dict(classes=("thing", "other")),\n'
+        '    filter_cfg=dict(filter_empty_gt=True),\n'
+        '    ann_file="annotations/train.json", data_prefix=dict(img="images/")))\n'))
+    assert cd.main([config, '--split', 'train']) == 1
+    assert 'filter_cfg.filter_empty_gt=True keeps only images with an annotation of the ' \
+        'classes, and no image has one' in capsys.readouterr().out
+    write_json(annotations / 'train.json', val)
+    assert cd.main([config, '--split', 'train']) == 0
+
+
 def test_config_unreadable(tmp_path, capsys):
     bad = write_config(tmp_path, 'train_dataloader = dict(\n')
     assert cd.main([bad, '--split', 'train']) == 2

@@ -20,6 +20,9 @@ config form also checks what the dataset and the evaluator will do with the file
 dataset's ``metainfo`` classes must be categories of its file, one each, in the file's order
 (categories left out are a warning); the heads' and datasets' numbers of classes must agree;
 and for ``val``/``test`` each evaluator's ``ann_file`` must exist and hold the split's images.
+In both forms a file that lists no images is an error, and in the config form so is a training
+set whose ``filter_cfg.filter_empty_gt`` would leave out every image (``dataset_errors`` in the
+JSON report).
 
 Exit status: 0 when there is no error (warnings allowed), 1 when there is at least one error,
 2 when the input cannot be read (missing or invalid JSON, a config that cannot be read or
@@ -55,17 +58,21 @@ class Source(NamedTuple):
     img_dir: Optional[str]
     color_type: str = 'color'
     classes: Optional[tuple] = None
+    filter_empty_gt: bool = False
 
 
 def _dataset_source(dataset: dict, data_root: Optional[str],
                     classes: Optional[tuple]) -> Source:
     """The files of one dataset config, joined to its (or the given) root, with its classes
-    (None where they cannot be read: :func:`check_config` reports that)."""
+    (None where they cannot be read: :func:`check_config` reports that) and whether mmdet keeps
+    only its images with annotations (``filter_cfg.filter_empty_gt``, outside test mode)."""
     root = data_root if data_root is not None else (dataset.get('data_root') or '')
     prefix = dataset.get('data_prefix') or {}
     img_prefix = prefix.get('img', prefix.get('img_path', '')) or ''
+    filter_empty_gt = bool((dataset.get('filter_cfg') or {}).get('filter_empty_gt')) \
+        and not dataset.get('test_mode', False)
     return Source(join_data_root(root, dataset['ann_file']), join_data_root(root, img_prefix),
-                  _color_type(dataset.get('pipeline')), classes)
+                  _color_type(dataset.get('pipeline')), classes, filter_empty_gt)
 
 
 def _color_type(pipeline: Any) -> str:
@@ -165,6 +172,32 @@ def class_problems(source: Source, ann: Any) -> Tuple[List[str], List[str]]:
     annotations = ann.get('annotations') if isinstance(ann.get('annotations'), list) else []
     warning = left_out_warning(source.classes, categories, annotations)
     return [], [warning] if warning is not None else []
+
+
+def emptiness_errors(source: Source, ann: Any) -> List[str]:
+    """Errors for a dataset that would have no image: training and evaluation stop on it."""
+    if not isinstance(ann, dict) or not isinstance(ann.get('images'), list):
+        return []
+    image_ids = {image.get('id') for image in ann['images'] if isinstance(image, dict)}
+    if not image_ids:
+        return ['the file lists no images, so the dataset would be empty']
+    if not source.filter_empty_gt:
+        return []
+    categories = [c for c in ann.get('categories') or [] if isinstance(c, dict)]
+    wanted = {c.get('id') for c in categories
+              if source.classes is None or c.get('name') in source.classes}
+    annotations = ann.get('annotations') if isinstance(ann.get('annotations'), list) else []
+    if any(isinstance(a, dict) and is_hashable(a.get('image_id'))
+           and a.get('image_id') in image_ids and is_hashable(a.get('category_id'))
+           and a.get('category_id') in wanted for a in annotations):
+        return []
+    return ['filter_cfg.filter_empty_gt=True keeps only images with an annotation of the '
+            'classes, and no image has one: training would have no image']
+
+
+def is_hashable(value: Any) -> bool:
+    """Whether ``value`` can be looked up in a set (a JSON list cannot)."""
+    return not isinstance(value, (list, dict))
 
 
 def summarize(problems: Sequence[Problem]) -> Dict[str, Dict[str, int]]:
@@ -277,13 +310,15 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         num_errors += sum(p.severity == ERROR for p in problems)
         print(_report_text(ann_file, img_dir, ann, problems, args.max_print))
         report = _report_json(ann_file, img_dir, problems)
+        dataset_errors = emptiness_errors(source, ann)
         class_errors, class_warnings = class_problems(source, ann)
-        for message in class_errors:
+        for message in dataset_errors + class_errors:
             print(f'  error    {message}')
         for message in class_warnings:
             print(f'  warning  {message}')
-        num_errors += len(class_errors)
-        report.update(class_errors=class_errors, class_warnings=class_warnings)
+        num_errors += len(dataset_errors) + len(class_errors)
+        report.update(dataset_errors=dataset_errors, class_errors=class_errors,
+                      class_warnings=class_warnings)
         reports.append(report)
     config_errors, config_warnings = config_problems
     for message in config_errors:

@@ -183,6 +183,24 @@ class CheckedCocoDataset(CocoDataset):
             del self.COCOAPI  # back to the class attribute
             report.data = None  # mmdet keeps no raw annotations either (workers copy them)
 
+    def filter_data(self) -> List[dict]:
+        """mmdet's filtering, refusing a dataset that it leaves without images.
+
+        Raises:
+            BadDatasetError: The file lists no images, or ``filter_cfg`` (in training) leaves
+                out every one; mmengine would stop later with a bare ``ValueError``.
+        """
+        kept = super().filter_data()
+        if kept:
+            return kept
+        if not self.data_list:
+            raise BadDatasetError(f'{self.ann_file}: the file lists no images, so the dataset '
+                                  f'is empty')
+        raise BadDatasetError(
+            f'{self.ann_file}: filter_cfg {dict(self.filter_cfg)} leaves out all '
+            f'{len(self.data_list)} images (with filter_empty_gt, only images with an '
+            f'annotation of the classes {tuple(self.metainfo["classes"])} are kept)')
+
     def _check_classes(self, categories: List[dict], annotations: List[dict]) -> None:
         """Refuse ``metainfo`` classes that do not match the file; say what the file has more.
 
