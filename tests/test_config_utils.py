@@ -202,3 +202,36 @@ def test_shorten_training_takes_a_single_scheduler_and_other_epoch_schedules(tmp
     assert cfg.param_scheduler == [dict(type='CosineAnnealingLR', by_epoch=False, T_max=40,
                                         begin=0, end=40)]
     assert cfg.train_cfg == dict(type='IterBasedTrainLoop', max_iters=40, val_interval=40)
+
+
+def test_shorten_training_spreads_main_schedules_and_keeps_warm_ups_short():
+    """A cosine schedule converted to iterations (convert_to_iter_based) crashed mmengine's
+    build once made iteration-based; an iteration-based cosine was taken for a warm-up."""
+    import torch
+    from mmengine.optim.scheduler import CosineAnnealingLR, LinearLR
+    from mmengine.registry import PARAM_SCHEDULERS
+
+    from ms_rcnn.utils.config import shorten_training
+    cfg = load_config(BALLOON)
+    cfg.param_scheduler = [
+        dict(type='LinearLR', start_factor=0.001, by_epoch=False, begin=0, end=500),
+        dict(type='CosineAnnealingLR', by_epoch=True, convert_to_iter_based=True, begin=1,
+             end=12, T_max=11, eta_min=0.0)]
+    shorten_training(cfg, 100)
+    assert cfg.param_scheduler == [
+        dict(type='LinearLR', start_factor=0.001, by_epoch=False, begin=0, end=20),
+        dict(type='CosineAnnealingLR', by_epoch=False, begin=0, end=100, T_max=100,
+             eta_min=0.0)]
+    cfg.param_scheduler = [dict(type='CosineAnnealingLR', by_epoch=False, begin=0, end=90000,
+                                T_max=90000)]
+    shorten_training(cfg, 100)
+    assert cfg.param_scheduler == [dict(type='CosineAnnealingLR', by_epoch=False, begin=0,
+                                        end=100, T_max=100)]
+    optimizer = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=1.0)
+    built = [PARAM_SCHEDULERS.build(dict(s, optimizer=optimizer)) for s in cfg.param_scheduler]
+    assert isinstance(built[0], CosineAnnealingLR) and not isinstance(built[0], LinearLR)
+    for _ in range(100):
+        optimizer.step()
+        built[0].step()
+    # annealed over the whole run: the last step's value, (1 + cos(pi * 99 / 100)) / 2
+    assert optimizer.param_groups[0]['lr'] == pytest.approx(2.467e-4, rel=1e-3)

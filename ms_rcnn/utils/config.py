@@ -379,7 +379,8 @@ def shorten_training(cfg: Config, max_iters: int) -> None:
     """Train for ``max_iters`` iterations, evaluate and save once at the end.
 
     Epoch-based configs become iteration-based: the loop, the checkpoint hook, the log and the
-    step schedule (its milestone moved to 80% of the run; warm-up kept to its first fifth).
+    schedule: a warm-up (:func:`is_warmup`) kept to the run's first fifth, a step schedule's
+    milestone moved to 80% of the run, any other schedule (cosine, ...) spread over the run.
     For a quick run of any config (``--max-iters`` of ``tools/train.py`` and ``tools/demo.py``).
 
     Args:
@@ -398,15 +399,27 @@ def shorten_training(cfg: Config, max_iters: int) -> None:
     if isinstance(schedulers, dict):
         schedulers = cfg.param_scheduler = [schedulers]
     for scheduler in schedulers:
-        if scheduler.get('type') == 'MultiStepLR':
+        scheduler.pop('convert_to_iter_based', None)  # only for epoch-based schedulers
+        if is_warmup(scheduler):
+            scheduler.end = min(scheduler.get('end', max_iters), max(1, max_iters // 5))
+        elif scheduler.get('type') == 'MultiStepLR':
             scheduler.update(by_epoch=False, begin=0, end=max_iters,
                              milestones=[max(1, int(max_iters * 0.8))])
-        elif not scheduler.get('by_epoch', True):  # an iteration warm-up
-            scheduler.end = min(scheduler.get('end', max_iters), max(1, max_iters // 5))
-        else:  # another epoch-based schedule: over the whole run, in iterations
+        else:  # another schedule (epochs or iterations): over the whole run, in iterations
             scheduler.update(by_epoch=False, begin=0, end=max_iters)
             if 'T_max' in scheduler:
                 scheduler.T_max = max_iters
+
+
+#: Schedulers that mmdet's configs use, iteration-based from iteration 0, for a warm-up.
+WARMUP_SCHEDULERS = ('LinearLR', 'ConstantLR', 'LinearMomentum', 'ConstantMomentum')
+
+
+def is_warmup(scheduler: dict) -> bool:
+    """Whether a ``param_scheduler`` entry is a warm-up: an iteration-based linear or constant
+    scheduler starting at iteration 0 (``LinearLR(by_epoch=False, begin=0, end=500)``)."""
+    return (str(scheduler.get('type', '')).split('.')[-1] in WARMUP_SCHEDULERS
+            and not scheduler.get('by_epoch', True) and scheduler.get('begin', 0) == 0)
 
 
 class MissingDependencyError(ImportError):
