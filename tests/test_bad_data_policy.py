@@ -406,6 +406,21 @@ def test_two_categories_of_one_name_stop(toy):
         CheckedCocoDataset(**kwargs)
 
 
+def test_class_checks_take_odd_ids_without_a_type_error():
+    """Ids of mixed types, or an annotation's category_id that is a list, are reported (or
+    left to the file checks), not a TypeError from sorting or hashing them."""
+    from ms_rcnn.datasets.coco_checks import class_mismatch, left_out_warning
+    categories = [dict(id=2, name='star'), dict(id='star2', name='star'),
+                  dict(id=10, name='disc')]
+    assert class_mismatch(['star'], categories) == (
+        "several categories are named ['star'] (ids [2, 'star2']); each class needs one "
+        "category: rename or merge them in the file")
+    annotations = [dict(id=1, category_id=[10]), dict(id=2, category_id=10),
+                   dict(id=3, category_id=2)]
+    assert left_out_warning(['star'], categories, annotations).startswith(
+        "categories ['disc'] are not metainfo classes, so their 1 annotation(s) are left out")
+
+
 def test_two_categories_of_a_name_no_class_names_are_kept_with_a_warning(toy, monkeypatch):
     messages = []
     monkeypatch.setattr(checked_coco, 'print_log', lambda msg, **kw: messages.append(msg))

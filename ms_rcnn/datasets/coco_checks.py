@@ -308,7 +308,8 @@ def class_mismatch(classes: Sequence[str], categories: List[dict]) -> Optional[s
                f'{names})'
     shared = sorted({name for name in found if found.count(name) > 1})
     if shared:
-        ids = sorted(cat.get('id') for cat in categories if cat.get('name') in shared)
+        ids = sorted((cat.get('id') for cat in categories if cat.get('name') in shared),
+                     key=lambda i: (isinstance(i, str), i))  # ints, then strings
         return f'several categories are named {shared} (ids {ids}); each class needs one ' \
                f'category: rename or merge them in the file'
     if found != list(classes):
@@ -333,11 +334,12 @@ def left_out_warning(classes: Sequence[str], categories: List[dict],
         number of their annotations.
     """
     left_out = {cat.get('id'): cat.get('name') for cat in categories
-                if cat.get('name') not in classes}
+                if cat.get('name') not in classes and is_id(cat.get('id'))}
     if not left_out:
         return None
-    count = sum(1 for ann in annotations
-                if isinstance(ann, dict) and ann.get('category_id') in left_out)
+    count = sum(1 for ann in annotations  # a malformed id is reported by the checks
+                if isinstance(ann, dict) and is_id(ann.get('category_id'))
+                and ann.get('category_id') in left_out)
     return (f'categories {sorted(map(str, left_out.values()))} are not metainfo classes, so '
             f'their {count} annotation(s) are left out (the classes are {list(classes)})')
 
