@@ -1,5 +1,6 @@
 """Command-line overrides shared by our tools (ms_rcnn.utils.config)."""
 import os.path as osp
+import re
 
 import pytest
 
@@ -50,6 +51,25 @@ def test_other_overrides_given_with_the_data_root_still_win(tmp_path):
 def test_missing_data_root_from_cfg_options_is_named(tmp_path):
     with pytest.raises(FileNotFoundError, match='nowhere'):
         load_config(BALLOON, cfg_options={'data_root': str(tmp_path / 'nowhere')})
+
+
+@pytest.mark.parametrize('text, read_as', [('2024', "int 2024"),
+                                           ('toy,copy', "list ['toy', 'copy']")])
+def test_a_data_root_that_cfg_options_reads_as_no_path_is_named(tmp_path, text, read_as):
+    """mmengine's DictAction reads data_root=2024 as a number (os.path.isdir(2024) then tests a
+    file descriptor) and data_root=a,b as a list (a TypeError deep in os.stat)."""
+    import argparse
+
+    from mmengine.config import DictAction
+
+    from ms_rcnn.utils.config import ConfigError
+    parser = argparse.ArgumentParser()
+    parser.add_argument('--cfg-options', nargs='+', action=DictAction)
+    options = parser.parse_args(['--cfg-options', f'data_root={text}']).cfg_options
+    with pytest.raises(ConfigError, match=re.escape(
+            f'--cfg-options data_root was read as {read_as}, not a path: give the directory '
+            f'with --data-root instead')):
+        load_config(BALLOON, cfg_options=options)
 
 
 def test_data_root_reaches_datasets_inside_wrappers(tmp_path):

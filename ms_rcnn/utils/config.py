@@ -91,6 +91,10 @@ def load_config(path: str, cfg_options: Optional[dict] = None, data_root: Option
     cfg.launcher = launcher
     if data_root is None and cfg_options and 'data_root' in cfg_options:
         data_root = cfg_options['data_root']
+        if not isinstance(data_root, str):  # mmengine's DictAction parses numbers and commas
+            raise ConfigError(
+                f'--cfg-options data_root was read as {type(data_root).__name__} {data_root!r}, '
+                f'not a path: give the directory with --data-root instead')
     if data_root is not None:
         set_data_root(cfg, data_root)
     if cfg_options:
