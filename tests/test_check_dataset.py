@@ -341,6 +341,34 @@ def test_main_exit_1_with_errors_and_writes_json_report(tmp_path, capsys):
     assert {(p['kind'], p['ann_id']) for p in only['problems']} == {
         ('nonfinite_coordinates', 10), ('nonfinite_coordinates', 30),
         ('unknown_category_id', 20), ('unknown_image_id', 30)}
+    assert data['status'] == 1
+
+
+def test_an_unreadable_input_replaces_an_earlier_json_report(tmp_path, capsys):
+    """A CI step reading the report must not see the last run's pass."""
+    ann, img_dir = make_dataset(tmp_path)
+    ann_file = write_json(tmp_path / 'a.json', ann)
+    report = tmp_path / 'report.json'
+    assert cd.main([ann_file, img_dir, '--json', str(report)]) == 0
+    assert json.loads(report.read_text())['status'] == 0
+    gone = str(tmp_path / 'gone.json')
+    assert cd.main([gone, img_dir, '--json', str(report)]) == 2
+    written = json.loads(report.read_text())
+    assert written['status'] == 2 and written['reports'] == [] and written['errors'] is None
+    assert gone in written['input_errors'][0]
+    assert cd.main([ann_file, str(tmp_path / 'no_images'), '--json', str(report)]) == 2
+    assert json.loads(report.read_text())['input_errors'] == [
+        f"image directory {tmp_path / 'no_images'} does not exist"]
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name.endswith('.tmp')) == []
+
+
+def test_data_root_with_an_annotation_file_is_refused(tmp_path, capsys):
+    ann, img_dir = make_dataset(tmp_path)
+    ann_file = write_json(tmp_path / 'a.json', ann)
+    with pytest.raises(SystemExit) as stop:
+        cd.main([ann_file, img_dir, '--data-root', '/does/not/exist'])
+    assert stop.value.code == 2
+    assert '--data-root goes with CONFIG --split' in capsys.readouterr().err
 
 
 @pytest.mark.parametrize('content, says', [
@@ -407,7 +435,7 @@ def test_config_sources_join_data_root_through_wrappers(config_dataset):
     config, root = config_dataset
     assert cd.sources_from_config(config, 'train') == [
         (osp.join(str(root), 'annotations/train.json'), osp.join(str(root), 'images/'), 'color',
-         None)]
+         None, False)]
 
 
 def test_config_split_exit_codes(config_dataset, capsys):
@@ -427,7 +455,7 @@ def test_config_relative_data_root_and_override(config_dataset, tmp_path, monkey
         'val_dataloader = dict(dataset=dict(data_root="data/",\n'
         '    ann_file="annotations/train.json", data_prefix=dict(img="images/")))\n'))
     assert cd.sources_from_config(rel, 'val') == [('data/annotations/train.json',
-                                                   'data/images/', 'color', None)]
+                                                   'data/images/', 'color', None, False)]
     assert cd.main([rel, '--split', 'val']) == 0
     assert cd.main([config, '--split', 'val', '--data-root', str(tmp_path / 'nowhere')]) == 2
 

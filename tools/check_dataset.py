@@ -26,7 +26,8 @@ JSON report).
 
 Exit status: 0 when there is no error (warnings allowed), 1 when there is at least one error,
 2 when the input cannot be read (missing or invalid JSON, a config that cannot be read or
-names no annotation file).
+names no annotation file). ``--json`` is written (atomically) in every case, with ``status``;
+with status 2 it holds ``input_errors`` instead of reports.
 
 The problem kinds and their severities are tabled in ``ms_rcnn/datasets/coco_checks.py``; the
 dataset that training uses applies the same checks as it loads (``docs/bad_data.md``).
@@ -34,7 +35,6 @@ dataset that training uses applies the same checks as it loads (``docs/bad_data.
 from __future__ import annotations
 
 import argparse
-import json
 import os.path as osp
 import sys
 from collections import Counter
@@ -49,6 +49,7 @@ from ms_rcnn.datasets.coco_checks import (ERROR, WARNING, DatasetInputError, Pro
 from ms_rcnn.utils.config import (ConfigError, check_num_classes, dataset_cfgs,
                                   dataset_classes, evaluator_mismatches, join_data_root,
                                   load_config)
+from ms_rcnn.utils.json_report import write_json
 
 
 class Source(NamedTuple):
@@ -262,6 +263,9 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
         args.split = 'train'
     if args.split is not None and args.img_dir is not None:
         parser.error('give either ANN_FILE IMG_DIR or CONFIG --split, not both')
+    if args.split is None and args.data_root is not None:
+        parser.error('--data-root goes with CONFIG --split; with ANN_FILE IMG_DIR give the '
+                     'paths themselves')
     if args.split is None and args.img_dir is None and not args.skip_images:
         parser.error('IMG_DIR is required with an annotation file (unless --skip-images)')
     return args
@@ -293,15 +297,12 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         sources, config_problems = _resolve_sources(args)
         loaded = [(source, load_annotation_file(source.ann_file)) for source in sources]
     except DatasetInputError as exc:
-        print(f'error: {exc}', file=sys.stderr)
-        return 2
+        return unreadable(args, [str(exc)])
     if not args.skip_images:
         missing = sorted({s.img_dir for s, _ in loaded
                           if s.img_dir is not None and not osp.isdir(s.img_dir)})
         if missing:
-            for img_dir in missing:
-                print(f'error: image directory {img_dir} does not exist', file=sys.stderr)
-            return 2
+            return unreadable(args, [f'image directory {d} does not exist' for d in missing])
     reports, num_errors = [], 0
     for source, ann in loaded:
         ann_file, img_dir = source.ann_file, source.img_dir
@@ -326,17 +327,34 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     for message in config_warnings:
         print(f'warning: {message}')
     num_errors += len(config_errors)
-    if args.json:
-        try:
-            with open(args.json, 'w', encoding='utf-8') as f:
-                json.dump(dict(reports=reports, config_errors=config_errors,
-                           config_warnings=config_warnings, errors=num_errors), f,
-                      indent=2)
-        except OSError as exc:
-            print(f'error: cannot write {args.json}: {exc.strerror or exc}', file=sys.stderr)
-            return 2
+    status = 1 if num_errors else 0
+    if args.json and not write_report(args.json, dict(
+            status=status, reports=reports, config_errors=config_errors,
+            config_warnings=config_warnings, errors=num_errors)):
+        return 2
     print('FAILED: dataset has errors' if num_errors else 'OK: no errors')
-    return 1 if num_errors else 0
+    return status
+
+
+def unreadable(args: argparse.Namespace, messages: List[str]) -> int:
+    """Report inputs that cannot be read (status 2), in ``--json`` too, so that a report of an
+    earlier run is not left there to be read as this one's."""
+    for message in messages:
+        print(f'error: {message}', file=sys.stderr)
+    if args.json:
+        write_report(args.json, dict(status=2, input_errors=messages, reports=[], errors=None))
+    return 2
+
+
+def write_report(path: str, report: Dict[str, Any]) -> bool:
+    """Write the ``--json`` report atomically (strict JSON); False, with a message, if the
+    file cannot be written."""
+    try:
+        write_json(path, report)
+    except OSError as exc:
+        print(f'error: cannot write {path}: {exc.strerror or exc}', file=sys.stderr)
+        return False
+    return True
 
 
 if __name__ == '__main__':
