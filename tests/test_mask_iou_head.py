@@ -42,6 +42,15 @@ def test_forward_shape_and_layer_names_match_mmdet():
     assert out.shape == (5, 3)
 
 
+@pytest.mark.parametrize('side', [7, 9, 14])
+def test_odd_roi_feature_sizes_fit_the_first_fc_layer(side):
+    """The stride-2 conv maps 7 to 4 (not 7 // 2 = 3, mmdet's size of the first FC layer)."""
+    head = small_head(roi_feat_size=side)
+    out = head(torch.randn(2, 8, side, side), torch.randn(2, 2 * side, 2 * side))
+    assert out.shape == (2, 3)
+    assert head.fcs[0].in_features == 8 * ((side + 1) // 2) ** 2
+
+
 def test_equal_weights_give_equal_outputs_to_mmdet():
     ours, theirs, feats, masks = heads_with_equal_weights()
     assert torch.allclose(ours(feats, masks), theirs(feats, masks), atol=1e-6)

@@ -76,7 +76,9 @@ class MaskIoUHead(BaseModule):
             nn.Conv2d(c, conv_out_channels, 3, stride=2 if i == num_convs - 1 else 1, padding=1)
             for i, c in enumerate(conv_in))
         feat_h, feat_w = _pair(roi_feat_size)
-        fc_in = [conv_out_channels * (feat_h // 2) * (feat_w // 2)] + \
+        # The last conv (3x3, stride 2, padding 1) maps a side n to ceil(n / 2); mmdet's n // 2
+        # is the same for the paper's 14 but breaks the first FC layer for odd sizes.
+        fc_in = [conv_out_channels * ((feat_h + 1) // 2) * ((feat_w + 1) // 2)] + \
             [fc_out_channels] * (num_fcs - 1)
         # OneDNNLinear is nn.Linear (same parameters and hooks) with faster fp32 CPU inference.
         self.fcs = nn.ModuleList(OneDNNLinear(c, fc_out_channels) for c in fc_in)
