@@ -98,6 +98,10 @@ CASES = [
      lambda a, d: a['images'].append(dict(id=3, file_name='img1.png', height=H, width=W)),
      {('duplicate_file_name', 'img1.png', None),
       ('image_without_annotations', 'img1.png', None)}),
+    ('duplicate_file_name_of_another_size',  # each size the file is said to have is checked
+     lambda a, d: a['images'].append(dict(id=3, file_name='img1.png', height=50, width=60)),
+     {('duplicate_file_name', 'img1.png', None), ('image_size_mismatch', 'img1.png', None),
+      ('image_without_annotations', 'img1.png', None)}),
     ('image_without_annotations', lambda a, d: a['annotations'].pop(),
      {('image_without_annotations', 'img2.png', None)}),
     ('invalid_image_entry', lambda a, d: a['images'][1].pop('height'),

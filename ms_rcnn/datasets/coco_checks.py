@@ -457,7 +457,8 @@ def check_image_file(img: dict, img_dir: str, decode: bool = True,
 
 def check_image_files(images: List[dict], img_dir: str, decode: bool = True,
                       color_type: str = 'color') -> List[Problem]:
-    """Check the files of all well-formed image entries (each file once).
+    """Check the files of all well-formed image entries (each file once per size it is said to
+    have: two entries of one file with different sizes are both checked).
 
     Args:
         images (list[dict]): Image entries.
@@ -470,9 +471,10 @@ def check_image_files(images: List[dict], img_dir: str, decode: bool = True,
     problems = []
     done: set = set()
     for index, img in enumerate(images):
-        if _image_entry_problem(index, img) is not None or img['file_name'] in done:
+        key = (img.get('file_name'), img.get('height'), img.get('width'))
+        if _image_entry_problem(index, img) is not None or key in done:
             continue
-        done.add(img['file_name'])
+        done.add(key)
         problem = check_image_file(img, img_dir, decode, color_type)
         if problem is not None:
             problems.append(problem)
