@@ -7,9 +7,9 @@ at fault.
 
 Severity: ``error`` means training would crash or would silently lose or corrupt instances
 (MMDetection drops some invalid instances without a word); ``warning`` means the data is
-trainable but suspicious. One deliberate exception: ``bbox_too_small`` (a box under one pixel,
-which COCO's own annotation files have) is a warning, although mmdet drops such instances
-(``ms_rcnn.CheckedCocoDataset`` says so when it does).
+trainable but suspicious. One deliberate exception: ``bbox_too_small`` (a box under one pixel
+wide or high) is a warning, so that a few specks do not fail a dataset's check, although mmdet
+drops such instances (``ms_rcnn.CheckedCocoDataset`` says so when it does).
 
 =========================  ========  ==============================================================
 kind                       severity  meaning
