@@ -92,9 +92,10 @@ def make_nuclei_coco(out_dir: str, cache_dir: str, tile: int = 128, scale: int =
                      min_area: int = 30) -> Dict[str, str]:
     """Write the tiled nuclei dataset: train tiles from the left 3/4, val from the rest.
 
-    The two splits come from disjoint parts of the image (no nucleus is shared); train tiles
-    overlap by half a tile (so do val tiles, down the one val column). Tiles are upscaled
-    ``scale`` times.
+    The two splits come from disjoint parts of the image (no pixel is shared), but the 5 of
+    the 125 nuclei that the split line cuts have their left part in train and their right part
+    in val. Train tiles overlap by half a tile (so do val tiles, down the one val column).
+    Tiles are upscaled ``scale`` times.
 
     Args:
         out_dir (str): Output root: ``annotations/instances_{train,val}.json`` and
