@@ -44,8 +44,8 @@ from typing import Any, Dict, List, NamedTuple, Optional, Sequence, Tuple
 from mmcv.image.io import imread_flags
 
 from ms_rcnn.datasets.coco_checks import (ERROR, WARNING, DatasetInputError, Problem,
-                                          check_coco, class_mismatch, left_out_warning,
-                                          load_annotation_file)
+                                          check_coco, class_mismatch, is_id,
+                                          left_out_warning, load_annotation_file)
 from ms_rcnn.utils.config import (ConfigError, check_num_classes, dataset_cfgs,
                                   dataset_classes, evaluator_mismatches, join_data_root,
                                   load_config)
@@ -179,26 +179,20 @@ def emptiness_errors(source: Source, ann: Any) -> List[str]:
     """Errors for a dataset that would have no image: training and evaluation stop on it."""
     if not isinstance(ann, dict) or not isinstance(ann.get('images'), list):
         return []
-    image_ids = {image.get('id') for image in ann['images'] if isinstance(image, dict)}
-    if not image_ids:
+    if not ann['images']:
         return ['the file lists no images, so the dataset would be empty']
     if not source.filter_empty_gt:
         return []
+    image_ids = {i.get('id') for i in ann['images'] if isinstance(i, dict) and is_id(i.get('id'))}
     categories = [c for c in ann.get('categories') or [] if isinstance(c, dict)]
-    wanted = {c.get('id') for c in categories
-              if source.classes is None or c.get('name') in source.classes}
+    wanted = {c.get('id') for c in categories if is_id(c.get('id'))
+              and (source.classes is None or c.get('name') in source.classes)}
     annotations = ann.get('annotations') if isinstance(ann.get('annotations'), list) else []
-    if any(isinstance(a, dict) and is_hashable(a.get('image_id'))
-           and a.get('image_id') in image_ids and is_hashable(a.get('category_id'))
-           and a.get('category_id') in wanted for a in annotations):
+    if any(isinstance(a, dict) and is_id(a.get('image_id')) and a['image_id'] in image_ids
+           and is_id(a.get('category_id')) and a['category_id'] in wanted for a in annotations):
         return []
     return ['filter_cfg.filter_empty_gt=True keeps only images with an annotation of the '
             'classes, and no image has one: training would have no image']
-
-
-def is_hashable(value: Any) -> bool:
-    """Whether ``value`` can be looked up in a set (a JSON list cannot)."""
-    return not isinstance(value, (list, dict))
 
 
 def summarize(problems: Sequence[Problem]) -> Dict[str, Dict[str, int]]:
