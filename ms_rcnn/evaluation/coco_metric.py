@@ -1,14 +1,12 @@
 """COCO metric that evaluates boxes and masks by their own scores."""
 import logging
-import math
-import numbers
-from typing import Dict, List, Optional, Sequence
+from typing import Any, Dict, List, Optional, Sequence
 
 from mmdet.evaluation import CocoMetric
 from mmengine.logging import print_log
 
 from ..datasets.bad_data_policy import BadDatasetError
-from ..datasets.coco_checks import same_file
+from ..datasets.coco_checks import is_finite, is_id, is_number, same_file
 from ..registry import METRICS
 from ..utils.config import ConfigError
 
@@ -24,10 +22,10 @@ class MaskScoringCocoMetric(CocoMetric):
 
     The annotation file is checked when the metric is built (before training starts): an
     annotation without a usable value of a field COCOeval reads is refused with an error
-    naming the file, instead of an error inside pycocotools after the whole run. Each evaluated image
-    must be the file's image of the same id (same file name), so an evaluator left pointing at
-    another dataset's file stops at the first batch instead of failing after the whole run or,
-    where the ids overlap, reporting the AP of other images' ground truth.
+    naming the file, instead of an error inside pycocotools after the whole run. Each evaluated
+    image must be the file's image of the same id (same file name), so an evaluator left
+    pointing at another dataset's file stops at the first batch instead of failing after the
+    whole run or, where the ids overlap, reporting the AP of other images' ground truth.
     """
 
     def __init__(self, *args, **kwargs) -> None:
@@ -153,8 +151,8 @@ def check_evaluable(coco, ann_file: str, metrics: Sequence[str]) -> None:
         needed.append('bbox')
     if 'segm' in metrics:
         needed.append('segmentation')
-    annotations = [ann for ann in coco.dataset.get('annotations', [])
-                   if ann.get('image_id') in coco.imgs]  # COCOeval reads only these
+    annotations = [ann for ann in coco.dataset.get('annotations', [])  # COCOeval reads these
+                   if is_id(ann.get('image_id')) and ann['image_id'] in coco.imgs]
     unusable = unusable_fields(annotations, needed, coco)
     if unusable:
         details = '; '.join(
@@ -212,7 +210,6 @@ def usable_field(ann: dict, field: str, coco=None) -> bool:
     return True
 
 
-def is_finite_number(value) -> bool:
-    """A real number that is neither a bool nor NaN nor infinite."""
-    return (isinstance(value, numbers.Real) and not isinstance(value, bool)
-            and math.isfinite(value))
+def is_finite_number(value: Any) -> bool:
+    """A real number (no bool) that is finite as a float."""
+    return is_number(value) and is_finite(value)
