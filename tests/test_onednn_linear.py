@@ -118,3 +118,20 @@ def test_head_inference_matches_mmdet_and_keeps_linear_hooks(needs_onednn):
     assert ONEDNN_OP in ops
     assert seen == [(9, 32), (9, 32), (9, 5)]
     torch.testing.assert_close(out, expected, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.filterwarnings('ignore:Initializing zero-element tensors')
+def test_scripted_and_odd_shaped_layers_behave_as_nn_linear():
+    """TorchScript cannot compile the oneDNN path's checks: scripting gets F.linear. A wrong
+    input width gets torch's own message, an empty layer torch's own result."""
+    torch.manual_seed(0)
+    layer = OneDNNLinear(4, 2)
+    x = torch.randn(3, 4)
+    scripted = torch.jit.script(layer)
+    with torch.no_grad():
+        torch.testing.assert_close(scripted(x), nn.functional.linear(x, layer.weight, layer.bias))
+        with pytest.raises(RuntimeError, match=r'mat1 and mat2 shapes cannot be multiplied '
+                           r'\(10x63 and 64x32\)'):
+            OneDNNLinear(64, 32)(torch.randn(10, 63))
+        empty = OneDNNLinear(0, 4)
+        torch.testing.assert_close(empty(torch.randn(3, 0)), empty.bias.expand(3, 4))

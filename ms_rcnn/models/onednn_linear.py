@@ -53,6 +53,8 @@ def use_onednn_linear(x: Tensor, weight: Tensor) -> bool:
             and not _cpu_autocast_enabled()
             and torch.backends.mkldnn.enabled
             and not tracing_or_compiling()
+            and x.shape[1] == weight.shape[1] > 0 and weight.shape[0] > 0  # else F.linear's
+            # own result or error message (an empty layer, a wrong input width)
             and onednn_linear_works())
 
 
@@ -68,6 +70,12 @@ class OneDNNLinear(nn.Linear):
     """
 
     def forward(self, input: Tensor) -> Tensor:
+        if torch.jit.is_scripting():  # TorchScript compiles only this line
+            return F.linear(input, self.weight, self.bias)
+        return self._eager_forward(input)
+
+    @torch.jit.unused
+    def _eager_forward(self, input: Tensor) -> Tensor:
         if use_onednn_linear(input, self.weight):
             return torch.ops.mkldnn._linear_pointwise(input, self.weight, self.bias, 'none',
                                                      [], '')
