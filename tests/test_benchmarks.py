@@ -67,6 +67,34 @@ def test_common_helpers():
     assert 'mem_method' in res['a']
 
 
+@pytest.mark.parametrize('script, extra, says', [
+    ('bench_mask_iou_head', ['--warmup', '-1'], 'argument --warmup: must be at least 0, got -1'),
+    ('bench_mask_iou_head', ['--rois', '0'], 'argument --rois: must be at least 1, got 0'),
+    ('bench_mask_iou_head', ['--repeats', '0'], 'argument --repeats: must be at least 1'),
+    ('bench_train_step', ['--size', '0x0'], 'height and width must be at least 1'),
+    ('bench_inference', ['--batches', '0'], 'argument --batches: must be at least 1, got 0'),
+    ('bench_mask_iou_targets', ['--num-gt', '0'], 'argument --num-gt: must be at least 1'),
+])
+def test_bad_sizes_and_counts_are_usage_errors(tmp_path, capsys, script, extra, says):
+    """They used to fail deep inside numpy, mmengine or statistics after building models."""
+    args, _ = smoke_args(tmp_path, *extra)
+    with pytest.raises(SystemExit) as stop:
+        load(script).main(args)
+    assert stop.value.code == 2 and says in capsys.readouterr().err
+
+
+@pytest.mark.parametrize('where, says', [('dir', 'is a directory, not a file'),
+                                         ('file/out.json', 'cannot create')])
+def test_an_unwritable_json_path_stops_before_timing(tmp_path, where, says):
+    (tmp_path / 'dir').mkdir()
+    (tmp_path / 'file').write_text('')
+    args, _ = smoke_args(tmp_path)
+    args[args.index('--json') + 1] = str(tmp_path / where)
+    with pytest.raises(SystemExit) as stop:
+        load('bench_mask_iou_head').main(args)
+    assert str(stop.value.code).startswith('error: --json ') and says in str(stop.value.code)
+
+
 def test_bench_mask_iou_targets(tmp_path):
     argv, out = smoke_args(tmp_path)
     result = load('bench_mask_iou_targets').main(argv)

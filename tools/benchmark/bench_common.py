@@ -43,10 +43,11 @@ def add_common_args(parser: argparse.ArgumentParser, default_threads: Optional[i
                         help='device of the models and tensors (default: cuda if available)')
     threads_help = ('torch.set_num_threads (intra-op CPU threads); default: '
                     + (f'{default_threads}' if default_threads else "torch's default"))
-    parser.add_argument('--threads', type=int, default=default_threads, help=threads_help)
-    parser.add_argument('--repeats', type=int, default=default_repeats,
+    parser.add_argument('--threads', type=positive_int, default=default_threads,
+                        help=threads_help)
+    parser.add_argument('--repeats', type=positive_int, default=default_repeats,
                         help='timed repeats of each side (interleaved A, B, A, B, ...)')
-    parser.add_argument('--warmup', type=int, default=None,
+    parser.add_argument('--warmup', type=non_negative_int, default=None,
                         help='untimed calls of each side before timing (default: 1 on CPU, '
                              '3 on CUDA)')
     parser.add_argument('--seed', type=int, default=0, help='seed of the synthetic inputs')
@@ -55,14 +56,32 @@ def add_common_args(parser: argparse.ArgumentParser, default_threads: Optional[i
     parser.add_argument('--json', metavar='OUT', help='also write the results to this file')
 
 
+def positive_int(text: str) -> int:
+    """An argparse type: an integer of at least 1."""
+    return _int_at_least(text, 1)
+
+
+def non_negative_int(text: str) -> int:
+    """An argparse type: an integer of at least 0."""
+    return _int_at_least(text, 0)
+
+
+def _int_at_least(text: str, low: int) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f'{text!r} is not an integer') from None
+    if value < low:
+        raise argparse.ArgumentTypeError(f'must be at least {low}, got {value}')
+    return value
+
+
 def setup(args: argparse.Namespace) -> torch.device:
-    """Apply --threads and check --device; returns the torch device."""
+    """Apply --threads and check --device and --json; returns the torch device."""
     if args.threads is not None:
-        if args.threads < 1:
-            raise SystemExit(f'--threads must be >= 1, got {args.threads}')
         torch.set_num_threads(args.threads)
-    if args.repeats < 1:
-        raise SystemExit(f'--repeats must be >= 1, got {args.repeats}')
+    if args.json:
+        check_writable(args.json)
     if args.warmup is None:
         args.warmup = 3 if args.device == 'cuda' else 1
     if args.device == 'cuda' and not torch.cuda.is_available():
@@ -148,12 +167,29 @@ def make_header(title: str, args: argparse.Namespace, device: torch.device,
     return header
 
 
+def check_writable(path: str) -> None:
+    """Stop before any timing when ``--json`` names a file that cannot be written."""
+    directory = osp.dirname(osp.abspath(path))
+    try:
+        os.makedirs(directory, exist_ok=True)
+    except OSError as exc:
+        raise SystemExit(f'error: --json {path}: cannot create {directory}: '
+                         f'{exc.strerror or exc}') from None
+    if osp.isdir(path):
+        raise SystemExit(f'error: --json {path} is a directory, not a file')
+    if not os.access(directory, os.W_OK):
+        raise SystemExit(f'error: --json {path}: {directory} is not writable')
+
+
 def write_json(path: Optional[str], payload: Dict[str, Any]) -> None:
     if not path:
         return
-    os.makedirs(osp.dirname(osp.abspath(path)), exist_ok=True)
-    with open(path, 'w') as f:
-        json.dump(payload, f, indent=2, default=_jsonable)
+    from ms_rcnn.engine.atomic_io import atomic_write
+    check_writable(path)
+    try:
+        atomic_write(path, json.dumps(payload, indent=2, default=_jsonable) + '\n')
+    except OSError as exc:
+        raise SystemExit(f'error: cannot write {path}: {exc.strerror or exc}') from None
     print(f'results written to {path}')
 
 
@@ -545,11 +581,13 @@ def default_size(args: argparse.Namespace, device: torch.device) -> tuple:
 
 
 def parse_size(text: str) -> tuple:
-    """'HxW' -> (H, W)."""
+    """'HxW' -> (H, W), each at least 1."""
     try:
         h, w = (int(v) for v in text.lower().split('x'))
     except ValueError:
         raise argparse.ArgumentTypeError(f'size must look like 512x672, got {text!r}')
+    if h < 1 or w < 1:
+        raise argparse.ArgumentTypeError(f'height and width must be at least 1, got {text!r}')
     return h, w
 
 

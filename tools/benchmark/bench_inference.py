@@ -175,9 +175,9 @@ def main(argv: Optional[List[str]] = None) -> Dict[str, Any]:
     common.add_common_args(parser, default_threads=None, default_repeats=5)
     parser.add_argument('--size', type=common.parse_size, default=None,
                         help='image HxW (default: 512x672 on CPU, 800x1216 on CUDA)')
-    parser.add_argument('--batches', type=int, nargs='+', default=None,
+    parser.add_argument('--batches', type=common.positive_int, nargs='+', default=None,
                         help='batch sizes (default: 1 4; with --small: 1 2)')
-    parser.add_argument('--hot-classes', type=int, default=5,
+    parser.add_argument('--hot-classes', type=common.positive_int, default=5,
                         help='classes whose classifier bias is raised (see above)')
     parser.add_argument('--hot-bias', type=float, default=3.0,
                         help='added to those classes\' classifier bias')

@@ -110,11 +110,11 @@ def main(argv: Optional[List[str]] = None) -> Dict[str, Any]:
     common.add_common_args(parser, default_threads=None, default_repeats=5)
     parser.add_argument('--size', type=common.parse_size, default=None,
                         help='image HxW (default: 512x672 on CPU, 800x1216 on CUDA)')
-    parser.add_argument('--batch', type=int, default=2, help='images per step')
+    parser.add_argument('--batch', type=common.positive_int, default=2, help='images per step')
     parser.add_argument('--mask-type', choices=['polygon', 'bitmap'], default='polygon',
                         help='GT mask type (mmdet\'s COCO pipeline, poly2mask=True, gives '
                              'bitmaps)')
-    parser.add_argument('--jittered-proposals', type=int, default=256,
+    parser.add_argument('--jittered-proposals', type=common.non_negative_int, default=256,
                         help='extra proposals per image jittered around the GT (see above)')
     parser.add_argument('--lr', type=float, default=0.0, help='SGD learning rate (see above)')
     parser.add_argument('--breakdown', action='store_true',
