@@ -370,3 +370,18 @@ class TestModelIndex:
         for model in self.models():
             folder = model['Weights'].split('/')[-2]
             assert folder == model['Name'].replace('-', '_'), model['Name']
+
+
+def test_make_targets_run_from_any_directory_and_follow_venv(tmp_path):
+    """`make -f path/to/Makefile test` from elsewhere, and VENV=DIR as tools/setup_env.sh
+    takes it (relative to where make runs)."""
+    makefile = os.path.join(REPO_ROOT, 'Makefile')
+    dry = subprocess.run(['make', '-n', '-f', makefile, 'test', 'ARGS=-x'], cwd=tmp_path,
+                         capture_output=True, text=True, check=True).stdout.splitlines()
+    venv = os.path.join(REPO_ROOT, '.venv')
+    assert dry == [f'cd "{REPO_ROOT}" && VENV="{venv}" bash tools/setup_env.sh',
+                   f'cd "{REPO_ROOT}" && "{venv}/bin/python" -m pytest tests -x']
+    dry = subprocess.run(['make', '-n', '-f', makefile, 'demo', 'VENV=env'], cwd=tmp_path,
+                         capture_output=True, text=True, check=True).stdout.splitlines()
+    assert dry[0].endswith(f'VENV="{tmp_path / "env"}" bash tools/setup_env.sh')
+    assert dry[1] == f'cd "{REPO_ROOT}" && "{tmp_path / "env"}/bin/python" tools/demo.py '
