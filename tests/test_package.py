@@ -376,12 +376,19 @@ def test_make_targets_run_from_any_directory_and_follow_venv(tmp_path):
     """`make -f path/to/Makefile test` from elsewhere, and VENV=DIR as tools/setup_env.sh
     takes it (relative to where make runs)."""
     makefile = os.path.join(REPO_ROOT, 'Makefile')
-    dry = subprocess.run(['make', '-n', '-f', makefile, 'test', 'ARGS=-x'], cwd=tmp_path,
-                         capture_output=True, text=True, check=True).stdout.splitlines()
+    # as a top-level make (CI runs this suite inside `make test`), without a VENV of ours
+    env = {k: v for k, v in os.environ.items()
+           if k not in ('MAKELEVEL', 'MAKEFLAGS', 'MFLAGS', 'VENV')}
+
+    def dry_run(*args):
+        return subprocess.run(['make', '--no-print-directory', '-n', '-f', makefile, *args],
+                              cwd=tmp_path, env=env, capture_output=True, text=True,
+                              check=True).stdout.splitlines()
+
+    dry = dry_run('test', 'ARGS=-x')
     venv = os.path.join(REPO_ROOT, '.venv')
     assert dry == [f'cd "{REPO_ROOT}" && VENV="{venv}" bash tools/setup_env.sh',
                    f'cd "{REPO_ROOT}" && "{venv}/bin/python" -m pytest tests -x']
-    dry = subprocess.run(['make', '-n', '-f', makefile, 'demo', 'VENV=env'], cwd=tmp_path,
-                         capture_output=True, text=True, check=True).stdout.splitlines()
+    dry = dry_run('demo', 'VENV=env')
     assert dry[0].endswith(f'VENV="{tmp_path / "env"}" bash tools/setup_env.sh')
     assert dry[1] == f'cd "{REPO_ROOT}" && "{tmp_path / "env"}/bin/python" tools/demo.py '
