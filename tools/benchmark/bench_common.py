@@ -184,8 +184,7 @@ def check_writable(path: str) -> None:
 def write_json(path: Optional[str], payload: Dict[str, Any]) -> None:
     if not path:
         return
-    from ms_rcnn.engine.atomic_io import atomic_write
-    check_writable(path)
+    from ms_rcnn.engine.atomic_io import atomic_write  # setup() has checked the path
     try:
         atomic_write(path, json.dumps(payload, indent=2, default=_jsonable) + '\n')
     except OSError as exc:

@@ -79,7 +79,8 @@ def main(argv: Optional[List[str]] = None) -> Dict[str, Any]:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     common.add_common_args(parser, default_threads=None, default_repeats=15)
-    parser.add_argument('--rois', type=common.positive_int, default=100, help='RoIs per call (default: 100)')
+    parser.add_argument('--rois', type=common.positive_int, default=100,
+                        help='RoIs per call (default: 100)')
     parser.add_argument('--backward', action='store_true',
                         help='time forward + backward (training) instead of inference')
     parser.add_argument('--no-low-precision', dest='low_precision', action='store_false',

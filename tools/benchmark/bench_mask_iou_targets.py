@@ -138,7 +138,8 @@ def main(argv: Optional[List[str]] = None) -> Dict[str, Any]:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     common.add_common_args(parser, default_threads=1, default_repeats=10)
-    parser.add_argument('--num-gt', type=common.positive_int, default=12, help='GT instances per image')
+    parser.add_argument('--num-gt', type=common.positive_int, default=12,
+                        help='GT instances per image')
     parser.add_argument('--no-scaling', action='store_true', help='skip the scaling table')
     parser.add_argument('--guard-tol', type=float, default=1e-4,
                         help='largest area-ratio difference accepted (exit status 1 beyond)')
