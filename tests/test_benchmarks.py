@@ -10,6 +10,7 @@ import json
 import os.path as osp
 import sys
 
+import numpy as np
 import pytest
 import torch
 
@@ -93,6 +94,20 @@ def test_an_unwritable_json_path_stops_before_timing(tmp_path, where, says):
     with pytest.raises(SystemExit) as stop:
         load('bench_mask_iou_head').main(args)
     assert str(stop.value.code).startswith('error: --json ') and says in str(stop.value.code)
+
+
+def test_write_json_is_strict_json(tmp_path):
+    common = load('bench_common')
+    path = tmp_path / 'out.json'
+    common.write_json(str(path), dict(nan=float('nan'), inf=float('inf'),
+                                      tensor=torch.tensor([1.0, float('nan')]),
+                                      numpy=np.float32(0.5), other=torch.device('cpu')))
+
+    def refuse(token):
+        raise ValueError(f'non-strict JSON token {token}')
+
+    assert json.loads(path.read_text(), parse_constant=refuse) == dict(
+        nan=None, inf=None, tensor=[1.0, None], numpy=0.5, other='cpu')
 
 
 def test_bench_mask_iou_targets(tmp_path):

@@ -182,11 +182,18 @@ def check_writable(path: str) -> None:
 
 
 def write_json(path: Optional[str], payload: Dict[str, Any]) -> None:
+    """Write ``payload`` to ``path`` (checked by ``setup()``) as strict JSON, atomically.
+
+    Tensors and numpy values become lists and numbers, anything else its ``str``; a NaN or
+    infinite float (a guard or mean with nothing to measure) becomes ``null``, as in every
+    report of ``ms_rcnn``, so that strict readers (``jq``, JavaScript) take the file.
+    """
     if not path:
         return
-    from ms_rcnn.engine.atomic_io import atomic_write  # setup() has checked the path
+    from ms_rcnn.utils.json_report import write_json as write_strict_json
+    plain = json.loads(json.dumps(payload, default=_jsonable))  # Python's json keeps NaN
     try:
-        atomic_write(path, json.dumps(payload, indent=2, default=_jsonable) + '\n')
+        write_strict_json(path, plain)
     except OSError as exc:
         raise SystemExit(f'error: cannot write {path}: {exc.strerror or exc}') from None
     print(f'results written to {path}')
