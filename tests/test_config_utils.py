@@ -224,6 +224,18 @@ def test_shorten_training_takes_a_single_scheduler_and_other_epoch_schedules(tmp
     assert cfg.train_cfg == dict(type='IterBasedTrainLoop', max_iters=40, val_interval=40)
 
 
+def test_shorten_training_reads_scheduler_types_with_a_scope():
+    from ms_rcnn.utils.config import shorten_training
+    cfg = load_config(BALLOON)
+    cfg.param_scheduler = [
+        dict(type='mmengine.LinearLR', start_factor=0.001, by_epoch=False, begin=0, end=500),
+        dict(type='mmengine.MultiStepLR', by_epoch=True, begin=0, end=12, milestones=[8, 11])]
+    shorten_training(cfg, 100)
+    assert cfg.param_scheduler == [
+        dict(type='mmengine.LinearLR', start_factor=0.001, by_epoch=False, begin=0, end=20),
+        dict(type='mmengine.MultiStepLR', by_epoch=False, begin=0, end=100, milestones=[80])]
+
+
 def test_shorten_training_spreads_main_schedules_and_keeps_warm_ups_short():
     """A cosine schedule converted to iterations (convert_to_iter_based) crashed mmengine's
     build once made iteration-based; an iteration-based cosine was taken for a warm-up."""

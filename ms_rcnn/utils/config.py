@@ -406,7 +406,7 @@ def shorten_training(cfg: Config, max_iters: int) -> None:
         scheduler.pop('convert_to_iter_based', None)  # only for epoch-based schedulers
         if is_warmup(scheduler):
             scheduler.end = min(scheduler.get('end', max_iters), max(1, max_iters // 5))
-        elif scheduler.get('type') == 'MultiStepLR':
+        elif scheduler_name(scheduler) == 'MultiStepLR':
             scheduler.update(by_epoch=False, begin=0, end=max_iters,
                              milestones=[max(1, int(max_iters * 0.8))])
         else:  # another schedule (epochs or iterations): over the whole run, in iterations
@@ -419,11 +419,16 @@ def shorten_training(cfg: Config, max_iters: int) -> None:
 WARMUP_SCHEDULERS = ('LinearLR', 'ConstantLR', 'LinearMomentum', 'ConstantMomentum')
 
 
+def scheduler_name(scheduler: dict) -> str:
+    """A ``param_scheduler`` entry's type without its registry scope (``mmengine.LinearLR``:
+    ``LinearLR``)."""
+    return str(scheduler.get('type', '')).split('.')[-1]
+
+
 def is_warmup(scheduler: dict) -> bool:
     """Whether a ``param_scheduler`` entry is a warm-up: an iteration-based linear or constant
     scheduler starting at iteration 0 (``LinearLR(by_epoch=False, begin=0, end=500)``)."""
-    return (str(scheduler.get('type', '')).split('.')[-1] in WARMUP_SCHEDULERS
-            and not scheduler.get('by_epoch', True) and scheduler.get('begin', 0) == 0)
+    return (scheduler_name(scheduler) in WARMUP_SCHEDULERS and not scheduler.get('by_epoch', True) and scheduler.get('begin', 0) == 0)
 
 
 class MissingDependencyError(ImportError):
