@@ -439,7 +439,7 @@ def test_config_sources_join_data_root_through_wrappers(config_dataset):
     config, root = config_dataset
     assert cd.sources_from_config(config, 'train') == [
         (osp.join(str(root), 'annotations/train.json'), osp.join(str(root), 'images/'), 'color',
-         None, False)]
+         None, False, 0)]
 
 
 def test_config_split_exit_codes(config_dataset, capsys):
@@ -459,7 +459,7 @@ def test_config_relative_data_root_and_override(config_dataset, tmp_path, monkey
         'val_dataloader = dict(dataset=dict(data_root="data/",\n'
         '    ann_file="annotations/train.json", data_prefix=dict(img="images/")))\n'))
     assert cd.sources_from_config(rel, 'val') == [('data/annotations/train.json',
-                                                   'data/images/', 'color', None, False)]
+                                                   'data/images/', 'color', None, False, 0)]
     assert cd.main([rel, '--split', 'val']) == 0
     assert cd.main([config, '--split', 'val', '--data-root', str(tmp_path / 'nowhere')]) == 2
 
@@ -595,6 +595,22 @@ def test_a_dataset_left_without_images_is_an_error(two_class_dataset, tmp_path, 
         'classes, and no image has one' in capsys.readouterr().out
     write_json(annotations / 'train.json', val)
     assert cd.main([config, '--split', 'train']) == 0
+    capsys.readouterr()
+    # mmdet's min_size filter applies with or without filter_empty_gt
+    sizes = sorted(min(i['width'], i['height']) for i in val['images'])
+    for filter_cfg, status in ((f'dict(min_size={sizes[-1] + 1})', 1),
+                               (f'dict(min_size={sizes[-1]})', 0),
+                               (f'dict(filter_empty_gt=True, min_size={sizes[-1] + 1})', 1)):
+        config = write_config(tmp_path, (
+            f'data_root = {str(two_class_dataset) + "/"!r}\n'
+            'train_dataloader = dict(dataset=dict(type="ms_rcnn.CheckedCocoDataset",\n'
+            '    data_root=data_root, metainfo=dict(classes=("thing", "other")),\n'
+            f'    filter_cfg={filter_cfg},\n'
+            '    ann_file="annotations/train.json", data_prefix=dict(img="images/")))\n'))
+        assert cd.main([config, '--split', 'train']) == status, filter_cfg
+        out = capsys.readouterr().out
+        assert (f'filter_cfg.min_size={sizes[-1] + 1} keeps only images of at least that many '
+                'pixels on a side' in out) == bool(status), out
 
 
 def test_config_unreadable(tmp_path, capsys):

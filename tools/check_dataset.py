@@ -21,8 +21,8 @@ dataset's ``metainfo`` classes must be categories of its file, one each, in the 
 (categories left out are a warning); the heads' and datasets' numbers of classes must agree;
 and for ``val``/``test`` each evaluator's ``ann_file`` must exist and hold the split's images.
 In both forms a file that lists no images is an error, and in the config form so is a training
-set whose ``filter_cfg.filter_empty_gt`` would leave out every image (``dataset_errors`` in the
-JSON report).
+set whose ``filter_cfg`` (``filter_empty_gt``, ``min_size``) would leave out every image
+(``dataset_errors`` in the JSON report).
 
 Exit status: 0 when there is no error (warnings allowed), 1 when there is at least one error,
 2 when the input cannot be read (missing or invalid JSON, a config that cannot be read or
@@ -35,6 +35,7 @@ dataset that training uses applies the same checks as it loads (``docs/bad_data.
 from __future__ import annotations
 
 import argparse
+import math
 import os.path as osp
 import sys
 from collections import Counter
@@ -60,20 +61,25 @@ class Source(NamedTuple):
     color_type: str = 'color'
     classes: Optional[tuple] = None
     filter_empty_gt: bool = False
+    min_size: float = 0
 
 
 def _dataset_source(dataset: dict, data_root: Optional[str],
                     classes: Optional[tuple]) -> Source:
     """The files of one dataset config, joined to its (or the given) root, with its classes
     (None where they cannot be read: :func:`check_config` reports that) and whether mmdet keeps
-    only its images with annotations (``filter_cfg.filter_empty_gt``, outside test mode)."""
+    only its images with annotations (``filter_cfg.filter_empty_gt``) and of at least
+    ``filter_cfg.min_size`` pixels on a side, as mmdet's ``CocoDataset.filter_data`` does
+    outside test mode."""
     root = data_root if data_root is not None else (dataset.get('data_root') or '')
     prefix = dataset.get('data_prefix') or {}
     img_prefix = prefix.get('img', prefix.get('img_path', '')) or ''
-    filter_empty_gt = bool((dataset.get('filter_cfg') or {}).get('filter_empty_gt')) \
-        and not dataset.get('test_mode', False)
+    filter_cfg = {} if dataset.get('test_mode', False) else (dataset.get('filter_cfg') or {})
+    min_size = filter_cfg.get('min_size', 0)
     return Source(join_data_root(root, dataset['ann_file']), join_data_root(root, img_prefix),
-                  _color_type(dataset.get('pipeline')), classes, filter_empty_gt)
+                  _color_type(dataset.get('pipeline')), classes,
+                  bool(filter_cfg.get('filter_empty_gt')),
+                  min_size if is_number(min_size) else 0)
 
 
 def _color_type(pipeline: Any) -> str:
@@ -181,18 +187,46 @@ def emptiness_errors(source: Source, ann: Any) -> List[str]:
         return []
     if not ann['images']:
         return ['the file lists no images, so the dataset would be empty']
-    if not source.filter_empty_gt:
-        return []
+    images = [i for i in ann['images'] if isinstance(i, dict)]
+    if source.filter_empty_gt:
+        annotated = images_with_classes(ann, source.classes)
+        images = [i for i in images if is_id(i.get('id')) and i['id'] in annotated]
+        if not images:
+            return ['filter_cfg.filter_empty_gt=True keeps only images with an annotation of '
+                    'the classes, and no image has one: training would have no image']
+    if source.min_size > 0 and images and not any(
+            not_smaller(i, source.min_size) for i in images):
+        kept = ' with an annotation of the classes' if source.filter_empty_gt else ''
+        return [f'filter_cfg.min_size={source.min_size} keeps only images of at least that many '
+                f'pixels on a side, and every image{kept} is smaller: training would have no '
+                'image']
+    return []
+
+
+def images_with_classes(ann: dict, classes: Optional[tuple]) -> set:
+    """Ids of the file's images with an annotation of ``classes`` (of any category if None)."""
     image_ids = {i.get('id') for i in ann['images'] if isinstance(i, dict) and is_id(i.get('id'))}
     categories = [c for c in ann.get('categories') or [] if isinstance(c, dict)]
     wanted = {c.get('id') for c in categories if is_id(c.get('id'))
-              and (source.classes is None or c.get('name') in source.classes)}
+              and (classes is None or c.get('name') in classes)}
     annotations = ann.get('annotations') if isinstance(ann.get('annotations'), list) else []
-    if any(isinstance(a, dict) and is_id(a.get('image_id')) and a['image_id'] in image_ids
-           and is_id(a.get('category_id')) and a['category_id'] in wanted for a in annotations):
-        return []
-    return ['filter_cfg.filter_empty_gt=True keeps only images with an annotation of the '
-            'classes, and no image has one: training would have no image']
+    return {a['image_id'] for a in annotations
+            if isinstance(a, dict) and is_id(a.get('image_id')) and a['image_id'] in image_ids
+            and is_id(a.get('category_id')) and a['category_id'] in wanted}
+
+
+def not_smaller(image: dict, min_size: float) -> bool:
+    """Whether mmdet's ``min_size`` filter keeps ``image``; an image without numeric sizes
+    counts as kept (the size check reports it)."""
+    width, height = image.get('width'), image.get('height')
+    if not (is_number(width) and is_number(height)):
+        return True
+    return min(width, height) >= min_size
+
+
+def is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) \
+        and math.isfinite(value)
 
 
 def summarize(problems: Sequence[Problem]) -> Dict[str, Dict[str, int]]:
