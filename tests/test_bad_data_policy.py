@@ -476,3 +476,41 @@ def test_rle_masks_with_polygon_loading_warn_naming_them(toy, monkeypatch):
     messages.clear()
     CheckedCocoDataset(**dataset_kwargs(toy, ann_file))  # bitmaps: RLEs are used
     assert not any('RLE masks' in m for m in messages)
+
+
+def test_finite_loss_hook_refuses_to_save_weights_poisoned_by_a_gradient(tmp_path):
+    """sqrt(w) at w = 0: the loss is 0, its gradient infinite, and SGD makes w -inf. Without
+    the check iter_1.pth was saved with that weight (the loss turns NaN only at iteration 2)."""
+    from mmengine.model import BaseModel
+    from mmengine.runner import Runner
+
+    class Sqrt(BaseModel):
+        def __init__(self):
+            super().__init__()
+            self.w = torch.nn.Parameter(torch.zeros(1))
+
+        def forward(self, x, mode='tensor'):
+            return dict(loss=torch.sqrt(self.w).sum() + 0 * x.sum())
+
+    loader = dict(dataset=[dict(x=torch.ones(1)) for _ in range(4)], batch_size=1,
+                  sampler=dict(type='DefaultSampler', shuffle=False),
+                  collate_fn=dict(type='default_collate'))
+    runner = Runner(model=Sqrt(), work_dir=str(tmp_path), train_dataloader=loader,
+                    optim_wrapper=dict(optimizer=dict(type='SGD', lr=0.1)),
+                    train_cfg=dict(by_epoch=False, max_iters=4),
+                    default_hooks=dict(checkpoint=dict(type='CheckpointHook', interval=1,
+                                                       by_epoch=False)),
+                    custom_hooks=[CheckFiniteLossHook()], log_level='ERROR',
+                    experiment_name=tmp_path.name)
+    with pytest.raises(NonFiniteLossError) as info:
+        runner.train()
+    assert 'epoch 0, iteration 1: the weights hold NaN or infinite values (w)' in \
+        str(info.value)
+    assert not list(tmp_path.glob('*.pth'))
+
+
+def test_non_finite_tensors_names_only_floating_tensors():
+    from ms_rcnn.engine.hooks import non_finite_tensors
+    state = dict(a=torch.ones(2), b=torch.tensor([1.0, math.nan]), c=torch.tensor([3]),
+                 d=torch.tensor([math.inf]), e='text')
+    assert non_finite_tensors(state) == ['b', 'd']

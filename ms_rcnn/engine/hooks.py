@@ -229,6 +229,20 @@ def non_finite_terms(log_vars: dict) -> List[str]:
     return bad
 
 
+def non_finite_tensors(state_dict: dict) -> List[str]:
+    """Names of the floating-point tensors of a ``state_dict`` that hold a NaN or infinity.
+
+    Args:
+        state_dict (dict): Name to tensor (other values are ignored).
+
+    Returns:
+        list[str]: The names, in order.
+    """
+    return [name for name, value in state_dict.items()
+            if isinstance(value, torch.Tensor) and value.is_floating_point()
+            and not bool(torch.isfinite(value).all())]
+
+
 def batch_image_paths(data_batch) -> List[str]:
     """The ``img_path`` of every sample of a batch (those that have one)."""
     samples = data_batch.get('data_samples', []) if isinstance(data_batch, dict) else []
@@ -249,6 +263,12 @@ class CheckFiniteLossHook(Hook):
     (the flag is all-reduced), so none is left waiting.
 
     The error names the iteration, the loss terms and the image files of the batch.
+
+    A non-finite *gradient* can come with a finite loss (the derivative of ``sqrt`` at 0, an
+    overflow in backward only) and poison the weights all the same; the next iteration's loss
+    then stops the run, unless a checkpoint is saved first. So before each save the hook also
+    checks the weights (``before_save_checkpoint``, a pass over them on the host, once per
+    save) and refuses to save non-finite ones, naming them.
 
     Args:
         amp_patience (int): Consecutive non-finite steps tolerated under mixed precision.
@@ -283,6 +303,18 @@ class CheckFiniteLossHook(Hook):
             f'{where}. Training stopped before this state could be checkpointed; resume from '
             'the last checkpoint with a lower learning rate or after checking these images '
             '(tools/check_dataset.py).')
+
+    def before_save_checkpoint(self, runner, checkpoint: dict) -> None:
+        bad = non_finite_tensors(checkpoint.get('state_dict') or {})
+        if not bad:
+            return
+        meta = checkpoint.get('meta') or {}
+        names = ', '.join(bad[:5]) + (f' and {len(bad) - 5} more' if len(bad) > 5 else '')
+        raise NonFiniteLossError(
+            f'epoch {meta.get("epoch")}, iteration {meta.get("iter")}: the weights hold NaN or '
+            f'infinite values ({names}) although the losses were finite: a non-finite '
+            'gradient. Training stopped without saving this checkpoint; resume from the last '
+            'one with a lower learning rate or gradient clipping (optim_wrapper.clip_grad).')
 
 
 @HOOKS.register_module()
