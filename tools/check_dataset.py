@@ -35,7 +35,6 @@ dataset that training uses applies the same checks as it loads (``docs/bad_data.
 from __future__ import annotations
 
 import argparse
-import math
 import os.path as osp
 import sys
 from collections import Counter
@@ -45,7 +44,7 @@ from typing import Any, Dict, List, NamedTuple, Optional, Sequence, Tuple
 from mmcv.image.io import imread_flags
 
 from ms_rcnn.datasets.coco_checks import (ERROR, WARNING, DatasetInputError, Problem,
-                                          check_coco, class_mismatch, is_id,
+                                          check_coco, class_mismatch, is_finite_number, is_id,
                                           left_out_warning, load_annotation_file)
 from ms_rcnn.utils.config import (ConfigError, check_num_classes, dataset_cfgs,
                                   dataset_classes, evaluator_mismatches, join_data_root,
@@ -79,7 +78,7 @@ def _dataset_source(dataset: dict, data_root: Optional[str],
     return Source(join_data_root(root, dataset['ann_file']), join_data_root(root, img_prefix),
                   _color_type(dataset.get('pipeline')), classes,
                   bool(filter_cfg.get('filter_empty_gt')),
-                  min_size if is_number(min_size) else 0)
+                  min_size if is_finite_number(min_size) else 0)
 
 
 def _color_type(pipeline: Any) -> str:
@@ -219,14 +218,9 @@ def not_smaller(image: dict, min_size: float) -> bool:
     """Whether mmdet's ``min_size`` filter keeps ``image``; an image without numeric sizes
     counts as kept (the size check reports it)."""
     width, height = image.get('width'), image.get('height')
-    if not (is_number(width) and is_number(height)):
+    if not (is_finite_number(width) and is_finite_number(height)):
         return True
     return min(width, height) >= min_size
-
-
-def is_number(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) \
-        and math.isfinite(value)
 
 
 def summarize(problems: Sequence[Problem]) -> Dict[str, Dict[str, int]]:

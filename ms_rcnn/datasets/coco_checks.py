@@ -188,6 +188,11 @@ def is_finite(value: float) -> bool:
         return False
 
 
+def is_finite_number(value: Any) -> bool:
+    """A real number (no bool) that is finite as a float."""
+    return is_number(value) and is_finite(value)
+
+
 def all_finite(values: Iterable[float]) -> bool:
     """Whether every number of ``values`` is finite as a float."""
     return all(is_finite(v) for v in values)

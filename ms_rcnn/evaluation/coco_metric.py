@@ -1,12 +1,12 @@
 """COCO metric that evaluates boxes and masks by their own scores."""
 import logging
-from typing import Any, Dict, List, Optional, Sequence
+from typing import Dict, List, Optional, Sequence
 
 from mmdet.evaluation import CocoMetric
 from mmengine.logging import print_log
 
 from ..datasets.bad_data_policy import BadDatasetError
-from ..datasets.coco_checks import is_finite, is_id, is_number, same_file
+from ..datasets.coco_checks import is_finite_number, is_id, same_file
 from ..registry import METRICS
 from ..utils.config import ConfigError
 
@@ -208,8 +208,3 @@ def usable_field(ann: dict, field: str, coco=None) -> bool:
         except Exception:  # whatever pycocotools raises on it, COCOeval would raise too
             return False
     return True
-
-
-def is_finite_number(value: Any) -> bool:
-    """A real number (no bool) that is finite as a float."""
-    return is_number(value) and is_finite(value)
