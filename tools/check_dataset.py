@@ -27,7 +27,7 @@ set whose ``filter_cfg`` (``filter_empty_gt``, ``min_size``) would leave out eve
 Exit status: 0 when there is no error (warnings allowed), 1 when there is at least one error,
 2 when the input cannot be read (missing or invalid JSON, a config that cannot be read or
 names no annotation file). ``--json`` is written (atomically) in every case, with ``status``;
-with status 2 it holds ``input_errors`` instead of reports.
+with status 2, ``input_errors`` says why and ``reports`` is empty.
 
 The problem kinds and their severities are tabled in ``ms_rcnn/datasets/coco_checks.py``; the
 dataset that training uses applies the same checks as it loads (``docs/bad_data.md``).
