@@ -501,7 +501,7 @@ def test_finite_loss_hook_refuses_to_save_weights_poisoned_by_a_gradient(tmp_pat
                     default_hooks=dict(checkpoint=dict(type='CheckpointHook', interval=1,
                                                        by_epoch=False)),
                     custom_hooks=[CheckFiniteLossHook()], log_level='ERROR',
-                    experiment_name=tmp_path.name)
+                    experiment_name=tmp_path.name, default_scope=None)  # none left behind
     with pytest.raises(NonFiniteLossError) as info:
         runner.train()
     assert 'epoch 0, iteration 1: the weights hold NaN or infinite values (w)' in \
