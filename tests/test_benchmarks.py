@@ -110,6 +110,16 @@ def test_write_json_is_strict_json(tmp_path):
         nan=None, inf=None, tensor=[1.0, None], numpy=0.5, other='cpu')
 
 
+def test_heads_build_in_whatever_default_scope_a_caller_left():
+    """A Runner leaves mmengine's default scope behind; the heads' MSELoss is mmdet's."""
+    from mmengine.registry import DefaultScope
+    with DefaultScope.overwrite_default_scope('mmengine'):
+        heads = load('bench_mask_iou_targets').Heads()
+        theirs, ours = load('bench_mask_iou_head').build_heads(0, torch.device('cpu'), 8, 16)
+    assert type(heads.ours.loss_iou).__name__ == type(heads.mmdet.loss_iou).__name__ == 'MSELoss'
+    assert torch.equal(theirs.fc_mask_iou.bias, ours.fc_mask_iou.bias)
+
+
 def test_bench_mask_iou_targets(tmp_path):
     argv, out = smoke_args(tmp_path)
     result = load('bench_mask_iou_targets').main(argv)

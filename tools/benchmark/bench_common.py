@@ -620,6 +620,13 @@ def model_config(path: str):
     return cfg.model
 
 
+def mmdet_scope():
+    """A context in which mmdet's registries resolve plain type names (``MSELoss``) whatever
+    default scope a caller left behind (a Runner leaves ``mmengine``'s)."""
+    from mmengine.registry import DefaultScope
+    return DefaultScope.overwrite_default_scope('mmdet')
+
+
 def build_model(model_cfg, device: torch.device):
     import copy
 

@@ -42,11 +42,12 @@ def build_heads(seed: int, device: torch.device, channels: int, fc_width: int):
     kwargs = dict(num_classes=80, in_channels=channels, conv_out_channels=channels,
                   fc_out_channels=fc_width)
     torch.manual_seed(seed)
-    theirs = MMDetMaskIoUHead(**kwargs)
-    theirs.init_weights()
-    with torch.no_grad():  # outputs in (0, 1), like a trained head's
-        theirs.fc_mask_iou.bias.fill_(0.7)
-    ours = MaskIoUHead(**kwargs)
+    with common.mmdet_scope():  # both build mmdet's MSELoss
+        theirs = MMDetMaskIoUHead(**kwargs)
+        theirs.init_weights()
+        with torch.no_grad():  # outputs in (0, 1), like a trained head's
+            theirs.fc_mask_iou.bias.fill_(0.7)
+        ours = MaskIoUHead(**kwargs)
     ours.load_state_dict(theirs.state_dict(), strict=True)
     return theirs.to(device).eval(), ours.to(device).eval()
 

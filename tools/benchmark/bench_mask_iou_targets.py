@@ -77,11 +77,10 @@ class Heads:
     def __init__(self):
         from mmdet.models.roi_heads.mask_heads import MaskIoUHead as MMDetMaskIoUHead
         from mmengine.config import ConfigDict
-        from mmengine.registry import DefaultScope
 
         from ms_rcnn.models import MaskIoUHead
-        self.ours = MaskIoUHead()
-        with DefaultScope.overwrite_default_scope('mmdet'):  # its loss is mmdet's MSELoss
+        with common.mmdet_scope():  # both build mmdet's MSELoss
+            self.ours = MaskIoUHead()
             self.mmdet = MMDetMaskIoUHead()
         self.cfg = ConfigDict(mask_thr_binary=0.5)
         self.cfg_logit0 = ConfigDict(mask_thr_binary=0.0)
