@@ -108,6 +108,53 @@ def test_mask_iou_loss_reaches_mask_head_and_iou_head(model_cfg):
     assert mask_grad is not None and mask_grad.abs().sum() > 0
 
 
+def record_calls(module):
+    """A list that collects ``(inputs, output)`` of each forward call of ``module``."""
+    calls = []
+    module.register_forward_hook(lambda mod, args, out: calls.append((args, out)))
+    return calls
+
+
+@pytest.mark.parametrize('class_agnostic', [False, True])
+def test_mask_iou_head_is_trained_on_each_positives_class(model_cfg, class_agnostic):
+    """The MaskIoU head sees the mask of the positive's ground-truth class (class 0's of a
+    class-agnostic mask head), and its loss takes the IoU output of that class."""
+    cfg = copy.deepcopy(model_cfg)
+    cfg.roi_head.mask_head.class_agnostic = class_agnostic
+    model = build(cfg)
+    mask_calls = record_calls(model.roi_head.mask_head)
+    iou_calls = record_calls(model.roi_head.mask_iou_head)
+    iou_head, seen = model.roi_head.mask_iou_head, {}
+    loss_and_target = iou_head.loss_and_target
+    iou_head.loss_and_target = lambda *args: seen.setdefault('args', args) and \
+        loss_and_target(*args)
+    model(**model.data_preprocessor(inputs(), True), mode='loss')
+    iou_pred, pos_mask_preds, _, sampling_results = seen['args'][:4]
+    labels = torch.cat([res.pos_gt_labels for res in sampling_results])
+    assert (labels != 0).any() and len(mask_calls) == len(iou_calls) == 1
+    rows = torch.arange(len(labels))
+    mask_preds = mask_calls[0][1]
+    expected_masks = mask_preds[:, 0] if class_agnostic else mask_preds[rows, labels]
+    (_, iou_input), iou_out = iou_calls[0]
+    assert torch.equal(iou_input, expected_masks) and torch.equal(pos_mask_preds, expected_masks)
+    assert torch.equal(iou_pred, iou_out[rows, labels])
+
+
+def test_predicted_mask_ious_are_of_each_detections_class(model_cfg):
+    model = build(model_cfg).eval()
+    mask_calls = record_calls(model.roi_head.mask_head)
+    iou_calls = record_calls(model.roi_head.mask_iou_head)
+    with torch.no_grad():
+        results = model(**model.data_preprocessor(inputs(), False), mode='predict')
+    labels = torch.cat([res.pred_instances.labels for res in results])
+    mask_ious = torch.cat([res.pred_instances.mask_ious for res in results])
+    assert (labels != 0).any() and len(mask_calls) == len(iou_calls) == 1
+    rows = torch.arange(len(labels))
+    (_, iou_input), iou_out = iou_calls[0]
+    assert torch.equal(iou_input, mask_calls[0][1][rows, labels])
+    assert torch.equal(mask_ious, iou_out[rows, labels].clamp(0, 1))
+
+
 def test_images_without_ground_truth(model_cfg):
     model = build(model_cfg)
     data = model.data_preprocessor(inputs(num_items=(0, 0)), True)
@@ -210,6 +257,16 @@ def test_tensor_forward(model_cfg):
         out = model(**model.data_preprocessor(inputs(), False), mode='tensor')
     roi_outs = out[-1]  # cls_score, bbox_pred, mask_preds, mask_iou_preds
     assert len(roi_outs) == 4 and roi_outs[-1].shape[-1] == 3
+    # the MaskIoU head scores each RoI's mask of its top-scoring class
+    iou_calls = record_calls(model.roi_head.mask_iou_head)
+    with torch.no_grad():
+        cls_score, _, mask_preds, iou_preds = \
+            model(**model.data_preprocessor(inputs(), False), mode='tensor')[-1]
+    labels = cls_score[:100, :3].argmax(1)
+    assert (labels != 0).any() and len(iou_calls) == 1
+    (_, iou_input), iou_out = iou_calls[0]
+    assert torch.equal(iou_input, mask_preds[torch.arange(len(labels)), labels])
+    assert torch.equal(iou_preds, iou_out)
 
 
 def test_class_agnostic_mask_head(model_cfg):

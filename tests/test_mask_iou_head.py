@@ -237,6 +237,11 @@ def test_get_targets_hand_computed():
     head = small_head()
     out = head.get_targets(res, gts, preds, targets, ConfigDict(mask_thr_binary=0.5))
     assert out.tolist() == pytest.approx([0.5, 0.5])
+    # mask_thr_binary is a probability: logits of +-4 are probabilities 0.982 / 0.018
+    out = head.get_targets(res, gts, preds, targets, ConfigDict(mask_thr_binary=0.99))
+    assert out.tolist() == [0.0, 0.0]  # nothing predicted
+    out = head.get_targets(res, gts, preds, targets, ConfigDict(mask_thr_binary=0.01))
+    assert out.tolist() == pytest.approx([1.0, 0.5])  # everything in each RoI predicted
 
 
 def test_loss_is_half_mean_squared_error_over_positive_targets():
@@ -271,12 +276,13 @@ def test_loss_without_valid_targets_is_zero_and_connected():
 
 def test_predict_by_feat_fields():
     head = small_head()
-    results = InstanceData(scores=torch.tensor([0.9, 0.5, 0.2]), labels=torch.tensor([2, 0, 1]))
-    iou = torch.tensor([[0.1, 0.2, 0.8], [0.5, 0.0, 0.0], [0.3, 1.4, -0.2]])
+    results = InstanceData(scores=torch.tensor([0.9, 0.5, 0.2, 0.6]),
+                           labels=torch.tensor([2, 0, 1, 2]))
+    iou = torch.tensor([[0.1, 0.2, 0.8], [0.5, 0.0, 0.0], [0.3, 1.4, -0.2], [0.9, 0.9, -0.3]])
     out = head.predict_by_feat([iou], [results])[0]
-    assert out.bbox_scores.tolist() == pytest.approx([0.9, 0.5, 0.2])
-    assert out.mask_ious.tolist() == pytest.approx([0.8, 0.5, 1.0])  # clamped to [0, 1]
-    assert out.scores.tolist() == pytest.approx([0.72, 0.25, 0.2])
+    assert out.bbox_scores.tolist() == pytest.approx([0.9, 0.5, 0.2, 0.6])
+    assert out.mask_ious.tolist() == pytest.approx([0.8, 0.5, 1.0, 0.0])  # clamped to [0, 1]
+    assert out.scores.tolist() == pytest.approx([0.72, 0.25, 0.2, 0.0])
 
 
 def test_predict_by_feat_checks_lengths():
