@@ -166,6 +166,17 @@ class TestAreaRatios:
         # it is the trapezoid 2 * (4 + 2) / 2 = 6.
         assert ratios.tolist() == pytest.approx([4 / 16, 8 / 16, 4 / 8, 6 / 8])
 
+    def test_polygon_parts_of_either_winding_add_up(self):
+        # One instance of two parts listed in opposite orders (COCO has both): a 4x4 square
+        # and a 2x2 one, 20 px in all, whatever the orientation.
+        polys = PolygonMasks([[np.array([2, 2, 6, 2, 6, 6, 2, 6], float),
+                               np.array([7, 7, 7, 9, 9, 9, 9, 7], float)]], 10, 10)
+        boxes = torch.tensor([[0., 0., 10., 10.], [0., 0., 6., 6.], [6.5, 6.5, 10., 10.]])
+        gt = torch.zeros(3, dtype=torch.long)
+        ratios = M.area_ratios(polys, boxes, gt)
+        assert ratios.tolist() == pytest.approx([1.0, 16 / 20, 4 / 20])
+        assert torch.allclose(ratios, mmdet_area_ratios(polys, boxes, gt), atol=1e-6)
+
     @pytest.mark.parametrize('kind', ['bitmap', 'polygon'])
     def test_matches_mmdet_definition(self, kind):
         rng = np.random.default_rng(0)
@@ -193,6 +204,9 @@ class TestAreaRatios:
         masks = BitmapMasks(np.zeros((2, 6, 6), np.uint8), 6, 6)
         boxes = torch.tensor([[0., 0., 6., 6.]])
         assert M.area_ratios(masks, boxes, torch.tensor([1])).tolist() == [0.0]
+        # the accelerators' path (run here on the CPU) too
+        device_path = M.bitmap_area_ratios(torch.from_numpy(masks.masks), boxes, torch.tensor([1]))
+        assert device_path.tolist() == [0.0]
         degenerate = PolygonMasks([[np.array([1, 1, 1, 1, 1, 1], float)]], 6, 6)
         assert M.area_ratios(degenerate, boxes, torch.tensor([0])).tolist() == [0.0]
         empty = M.area_ratios(masks, torch.zeros(0, 4), torch.zeros(0, dtype=torch.long))
