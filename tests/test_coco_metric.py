@@ -60,6 +60,15 @@ def test_annotations_coco_eval_cannot_use_are_refused_with_file_and_ids(tmp_path
     assert f"1 without a usable '{field}' (ids 3)" in str(info.value)
 
 
+def test_annotations_of_images_outside_the_file_are_not_checked(tmp_path):
+    """COCOeval never reads them, so a bad field there must not refuse the file."""
+    path = write_coco(tmp_path / 'val.json', change=(2, 'segmentation', []))
+    coco = json.loads((tmp_path / 'val.json').read_text())
+    coco['annotations'][2]['image_id'] = 99
+    (tmp_path / 'val.json').write_text(json.dumps(coco))
+    MaskScoringCocoMetric(ann_file=path, metric=['bbox', 'segm'])
+
+
 def test_what_the_check_refuses_pycocotools_cannot_evaluate(tmp_path):
     """The premise: COCOeval fails on such a segmentation after the whole run."""
     from pycocotools import mask as mask_utils
@@ -104,12 +113,14 @@ def test_area_must_be_a_finite_number():
 def test_a_label_outside_the_dataset_classes_is_named(tmp_path):
     metric = MaskScoringCocoMetric(ann_file=write_coco(tmp_path / 'val.json'), metric='bbox')
     metric.dataset_meta = dict(classes=('balloon', ))
-    sample = dict(img_id=1, ori_shape=(16, 16), pred_instances=dict(
-        bboxes=torch.tensor([[2.0, 2.0, 10.0, 10.0]] * 2), labels=torch.tensor([0, 2]),
-        scores=torch.tensor([0.3, 0.6])))
-    with pytest.raises(ValueError, match=r"class index 2, but the dataset has 1 classes "
-                                         r"\('balloon',\): set num_classes"):
-        metric.process({}, [sample])
+    # the largest label, wherever it is; one past the last class is already outside
+    for labels, bad in (([2, 0], 2), ([1, 0], 1)):
+        sample = dict(img_id=1, ori_shape=(16, 16), pred_instances=dict(
+            bboxes=torch.tensor([[2.0, 2.0, 10.0, 10.0]] * 2), labels=torch.tensor(labels),
+            scores=torch.tensor([0.3, 0.6])))
+        with pytest.raises(ValueError, match=rf"class index {bad}, but the dataset has 1 "
+                                             r"classes \('balloon',\): set num_classes"):
+            metric.process({}, [sample])
 
 
 def test_boxes_keep_the_classification_score_and_masks_the_mask_score(tmp_path):
