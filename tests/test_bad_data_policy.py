@@ -356,6 +356,19 @@ def test_a_box_clipped_below_one_pixel_is_dropped():
                                  segmentation=[[59.5, 1, 60, 1, 60, 6, 59.5, 6]], area=2.5)))
     assert report.data['annotations'] == []
     assert [action for _, action in report.actions] == ['drop_instance']
+    # below one pixel high: the bottom edge of the 60x40 image
+    report = clean_coco(coco(ann(1, bbox=[1.0, 39.5, 5.0, 5.0],
+                                 segmentation=[[1, 39.5, 6, 39.5, 6, 40, 1, 40]], area=2.5)))
+    assert report.data['annotations'] == []
+    assert [action for _, action in report.actions] == ['drop_instance']
+
+
+def test_dropping_an_instance_wins_over_repairing_it():
+    """An unknown category and one bad polygon part: dropped, not kept with the part cut."""
+    report = clean_coco(coco(ann(1, category_id=7, segmentation=[list(SQUARE), [1.0, 2.0]]),
+                             ann(2, segmentation=[list(SQUARE), [1.0, 2.0]])))
+    assert [a['id'] for a in report.data['annotations']] == [2]
+    assert report.data['annotations'][0]['segmentation'] == [SQUARE]
 
 
 def test_a_category_without_a_name_stops():
