@@ -322,6 +322,8 @@ def test_finite_loss_hook_stops_naming_the_step_terms_and_images():
     runner = _Runner()
     good = dict(loss=torch.tensor(1.0), loss_cls=torch.tensor(0.5), acc=torch.tensor(90.0))
     hook.after_train_iter(runner, 0, _batch('a.jpg'), good)
+    # only loss terms count: an accuracy of 0/0 (no sampled RoI) is no reason to stop
+    hook.after_train_iter(runner, 0, _batch('a.jpg'), dict(good, acc=torch.tensor(math.nan)))
     bad = dict(loss=torch.tensor(math.nan), loss_cls=torch.tensor(0.5),
                loss_mask=torch.tensor(math.inf))
     with pytest.raises(NonFiniteLossError) as info:

@@ -304,6 +304,34 @@ def test_resume_warns_about_persistent_workers(persistent, num_workers, warned):
     assert any('persistent_workers' in m for m in messages) == warned
 
 
+@pytest.mark.parametrize('runner_iter, saved_world_size, restored', [
+    (4, 1, True),    # resumed at the checkpoint's iteration
+    (0, 1, False),   # load_from: a fresh run from the weights keeps its own seeds
+    (4, 2, False),   # states of two processes, this run has one: none restored, a warning
+])
+def test_generators_are_restored_only_on_a_resume_of_the_same_world_size(
+        runner_iter, saved_world_size, restored):
+    from types import SimpleNamespace
+    from unittest import mock
+
+    from ms_rcnn.engine import RNGStateHook
+    torch.manual_seed(7)
+    saved = capture_rng_state()
+    expected = torch.rand(3)
+    torch.manual_seed(0)  # this run's own seed
+    runner = SimpleNamespace(iter=runner_iter, hooks=[], logger=mock.Mock(),
+                             train_loop=SimpleNamespace(dataloader=None))
+    hook = RNGStateHook()
+    hook.after_load_checkpoint(runner, dict(
+        rng_state=dict(world_size=saved_world_size, ranks=[saved] * saved_world_size),
+        meta=dict(iter=4)))
+    hook.before_train(runner)
+    assert torch.equal(torch.rand(3), expected) == restored
+    warned = [c.args[0] for c in runner.logger.warning.call_args_list]
+    assert any('for 2 processes, this run has 1' in m for m in warned) == \
+        (saved_world_size == 2)
+
+
 def test_distributed_states_are_gathered_only_where_a_checkpoint_is_saved(monkeypatch):
     # Two ranks, faked: every gather is recorded with the iterations done at that point.
     from types import SimpleNamespace
