@@ -68,6 +68,8 @@ def test_correlations_by_hand():
     assert reversed_['spearman'] == pytest.approx(-1.0)
     # Pearson by hand for a small case: x = (1, 2, 3), y = (1, 3, 2): r = 0.5.
     assert A.correlations([1, 2, 3], [1, 3, 2])['pearson'] == pytest.approx(0.5)
+    # two points always lie on a line: no correlation to report
+    assert all(math.isnan(v) for v in A.correlations([0.1, 0.9], [0.2, 0.3]).values())
     assert math.isnan(A.correlations([1, 1, 1], [0.1, 0.2, 0.3])['pearson'])
 
 
@@ -217,12 +219,19 @@ def test_reports_are_written_as_strict_json(tmp_path):
 
 
 def test_calibration_curve_by_hand():
-    predicted = np.array([0.05, 0.08, 0.55, 0.95])
-    truth = np.array([0.1, 0.3, 0.5, 1.0])
+    predicted = np.array([0.05, 0.08, 0.55, 0.95, 1.0])
+    truth = np.array([0.1, 0.3, 0.5, 1.0, 0.8])
     curve = A.calibration_curve(predicted, truth, bins=10)
-    assert curve['predicted'] == pytest.approx([0.065, 0.55, 0.95])
-    assert curve['true'] == pytest.approx([0.2, 0.5, 1.0])
-    assert curve['count'] == [2, 1, 1]
+    assert curve['predicted'] == pytest.approx([0.065, 0.55, 0.975])  # 1.0 in the last bin
+    assert curve['true'] == pytest.approx([0.2, 0.5, 0.9])
+    assert curve['count'] == [2, 1, 2]
+
+
+def test_detections_that_all_miss_have_an_ap_of_zero_not_nan():
+    coco = gt_coco({1: [(1, GT)]})
+    records, rles = records_for(coco, [(1, 1, square(40, 40, 50, 50), 0.9, 0.8)])
+    report = A.summarize(coco, records, rles)
+    assert report['segm_ap']['by_classification_score']['AP'] == 0.0
 
 
 def test_format_report_lists_every_row():
@@ -265,6 +274,9 @@ def test_best_box_ious_by_class():
     gt = np.array([[0, 0, 10, 20], [0, 0, 10, 10]], float)  # xywh
     ious = best_box_ious(det, [1, 2, 1], gt, [1, 2])
     np.testing.assert_allclose(ious, [0.5, 1.0, 0.0])
+    # detections are (x1, y1, x2, y2), ground truth (x, y, w, h): away from the origin too
+    np.testing.assert_allclose(best_box_ious(np.array([[5., 5., 15., 15.]]), [1],
+                                             np.array([[5., 5., 10., 10.]]), [1]), [1.0])
     assert best_box_ious(np.zeros((0, 4)), [], gt, [1, 2]).shape == (0, )
     np.testing.assert_allclose(best_box_ious(det, [1, 1, 1], np.zeros((0, 4)), []), 0.0)
 
