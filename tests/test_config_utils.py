@@ -224,6 +224,19 @@ def test_shorten_training_takes_a_single_scheduler_and_other_epoch_schedules(tmp
     assert cfg.train_cfg == dict(type='IterBasedTrainLoop', max_iters=40, val_interval=40)
 
 
+def test_shorten_training_keeps_a_warm_up_and_a_milestone_in_very_short_runs():
+    from ms_rcnn.utils.config import is_warmup, shorten_training
+    cfg = load_config(BALLOON)
+    cfg.param_scheduler = [
+        dict(type='LinearLR', start_factor=0.001, by_epoch=False, begin=0, end=500),
+        dict(type='MultiStepLR', by_epoch=True, begin=0, end=12, milestones=[8, 11])]
+    shorten_training(cfg, 1)
+    assert cfg.param_scheduler[0].end == 1 and cfg.param_scheduler[1].milestones == [1]
+    # a linear schedule that starts later is a main schedule, not a warm-up
+    assert not is_warmup(dict(type='LinearLR', by_epoch=False, begin=500, end=1000))
+    assert is_warmup(dict(type='LinearLR', by_epoch=False, begin=0, end=500))
+
+
 def test_shorten_training_reads_scheduler_types_with_a_scope():
     from ms_rcnn.utils.config import shorten_training
     cfg = load_config(BALLOON)

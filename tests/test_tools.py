@@ -646,6 +646,17 @@ def test_checked_device_names_what_is_wrong():
             checked_device('cuda:0')
 
 
+def test_checked_device_counts_the_devices(monkeypatch):
+    """One GPU (faked): cuda and cuda:0 are it, cuda:1 is one too many."""
+    from ms_rcnn.utils.cli import checked_device
+    from ms_rcnn.utils.config import ConfigError
+    monkeypatch.setattr(torch.cuda, 'is_available', lambda: True)
+    monkeypatch.setattr(torch.cuda, 'device_count', lambda: 1)
+    assert checked_device('cuda') == 'cuda' and checked_device('cuda:0') == 'cuda:0'
+    with pytest.raises(ConfigError, match=r'--device cuda:1: only 1 CUDA device\(s\) here'):
+        checked_device('cuda:1')
+
+
 def test_analysis_tool_refuses_a_missing_device_in_one_line(tmp_path):
     device = f'cuda:{torch.cuda.device_count()}'  # one past the last (cuda:0 without a GPU)
     proc = subprocess.run([PY, 'tools/analysis_tools/mask_score_analysis.py', TOY_CONFIG,
