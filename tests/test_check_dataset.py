@@ -444,6 +444,19 @@ def config_dataset(tmp_path):
     return config, root
 
 
+def test_filter_cfg_counts_outside_test_mode_only(tmp_path):
+    """mmdet filters only training-mode datasets; classes unknown (None) keep every category."""
+    dataset = dict(ann_file='a.json', data_prefix=dict(img='images/'),
+                   filter_cfg=dict(filter_empty_gt=True, min_size=32))
+    train = cd._dataset_source(dataset, '', None)
+    assert (train.filter_empty_gt, train.min_size) == (True, 32)
+    test = cd._dataset_source(dict(dataset, test_mode=True), '', None)
+    assert (test.filter_empty_gt, test.min_size) == (False, 0)
+    ann = dict(images=[dict(id=1, width=64, height=48)], categories=[dict(id=1, name='x')],
+               annotations=[dict(id=1, image_id=1, category_id=1)])
+    assert cd.emptiness_errors(train, ann) == []
+
+
 def test_config_sources_join_data_root_through_wrappers(config_dataset):
     config, root = config_dataset
     assert cd.sources_from_config(config, 'train') == [
