@@ -1,9 +1,10 @@
 """The quick demo: train a small MS R-CNN on real instance masks, evaluate, analyse, visualise.
 
 Without arguments it obtains real data from PyPI alone (the 2-D nuclei example of the stardist
-wheel, tiled), trains a ResNet-18-FPN MS R-CNN from scratch (on the GPU if there is one, else the
-CPU: 10-25 minutes on 2 cores), evaluates COCO bbox/segm AP with pycocotools, runs the MaskIoU analysis
-(tools/analysis_tools/mask_score_analysis.py) and draws predictions with both scores.
+wheel, tiled), trains a ResNet-18-FPN MS R-CNN from scratch (on the GPU if there is one, else
+the CPU: 10-25 minutes on 2 cores), evaluates COCO bbox/segm AP with pycocotools, runs the
+MaskIoU analysis (tools/analysis_tools/mask_score_analysis.py) and draws predictions with both
+scores.
 
 Point it at other COCO-style data with a config of configs/small_data/ and --data-root, e.g.
     python tools/demo.py --config configs/small_data/ms-rcnn_r18_fpn_coco-person.py \

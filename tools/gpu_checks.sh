@@ -211,12 +211,12 @@ export ROOT OUT WHEELS SITE PYTHON DEVICE AMP_ITERS CUDA_OPS
 
 if [ "$DEVICE" = cpu ]; then
   SMALL=(--small --repeats 1 --warmup 0)
-  REPEATS_TARGETS=(); REPEATS=(); REPEATS_TRAIN=(); REPEATS_HEAD=()
+  REPEATS_TARGETS=(); REPEATS_INFERENCE=(); REPEATS_TRAIN=(); REPEATS_HEAD=()
 else
   # Sized by the H200 run of 2026-11-28 (docs/benchmarks.md): targets with 10 repeats took
   # about 65 s (20 repeats and the scaling table did not end in 90 s); inference with 5 repeats
   # 57 s, too few to resolve its end-to-end overheads, hence 10.
-  SMALL=(); REPEATS_TARGETS=(--repeats 10 --no-scaling); REPEATS=(--repeats 10)
+  SMALL=(); REPEATS_TARGETS=(--repeats 10 --no-scaling); REPEATS_INFERENCE=(--repeats 10)
   REPEATS_TRAIN=(--repeats 5); REPEATS_HEAD=(--repeats 20)
 fi
 BENCH=tools/benchmark
@@ -238,7 +238,7 @@ for name in "${STEPS[@]}"; do
         "${REPEATS_TARGETS[@]}" "${SMALL[@]}" --json "$OUT/targets.json" ;;
     inference)
       step inference 180 "$PYTHON" $BENCH/bench_inference.py --device "$DEVICE" \
-        "${REPEATS[@]}" "${SMALL[@]}" --json "$OUT/inference.json" ;;
+        "${REPEATS_INFERENCE[@]}" "${SMALL[@]}" --json "$OUT/inference.json" ;;
     train_step)
       step train_step 150 "$PYTHON" $BENCH/bench_train_step.py --device "$DEVICE" \
         "${REPEATS_TRAIN[@]}" "${SMALL[@]}" --json "$OUT/train_step.json" ;;

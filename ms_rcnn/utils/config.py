@@ -428,7 +428,8 @@ def scheduler_name(scheduler: dict) -> str:
 def is_warmup(scheduler: dict) -> bool:
     """Whether a ``param_scheduler`` entry is a warm-up: an iteration-based linear or constant
     scheduler starting at iteration 0 (``LinearLR(by_epoch=False, begin=0, end=500)``)."""
-    return (scheduler_name(scheduler) in WARMUP_SCHEDULERS and not scheduler.get('by_epoch', True) and scheduler.get('begin', 0) == 0)
+    return (scheduler_name(scheduler) in WARMUP_SCHEDULERS
+            and not scheduler.get('by_epoch', True) and scheduler.get('begin', 0) == 0)
 
 
 class MissingDependencyError(ImportError):
